@@ -1,0 +1,51 @@
+# photoz-tools: the two Quick-start targets and a few helpers.
+# `make test` and `make demo` do all the set-up themselves on a fresh Debian/Ubuntu machine.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= cnn,jax,sdss,mock,qp,scale,dev
+
+.PHONY: test demo install system-deps lint format man bench clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 (apt-get install python3.11 python3.11-venv)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# SWarp (the paper's resampler, for the cross-check) and pandoc (man pages): Debian packages,
+# installed when we are root on a Debian-like system; tests that need them skip with a reason elsewhere.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if ! command -v SWarp >/dev/null 2>&1 || ! command -v pandoc >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swarp pandoc >/dev/null) \
+	      || echo "make: could not apt-get install swarp pandoc; their tests will skip" >&2; \
+	  fi; \
+	else echo "make: not root on Debian: SWarp/pandoc tests skip unless already installed" >&2; fi
+
+test: install system-deps
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m photoz_tools.demo
+
+lint:
+	$(VENV)/bin/ruff check photoz_tools tests benchmarks
+	$(VENV)/bin/ruff format --check photoz_tools tests benchmarks
+
+format:
+	$(VENV)/bin/ruff format photoz_tools tests benchmarks
+	$(VENV)/bin/ruff check --fix photoz_tools tests benchmarks
+
+man: install
+	$(PY) -m photoz_tools.cli.manpages man
+
+clean:
+	rm -rf $(VENV) demo-output build *.egg-info

@@ -1,0 +1,9 @@
+"""pz-cutout: not yet available (delivered by the SDSS access issue)."""
+
+from photoz_tools.cli.common import main_for, not_yet_available
+
+app = not_yet_available("pz-cutout", "SDSS access issue")
+main = main_for(app)
+
+if __name__ == "__main__":
+    main()
