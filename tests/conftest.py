@@ -1,0 +1,38 @@
+"""Fixtures shared by every test folder: the real SDSS data in ../shared/data, and the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real SDSS frames, MGS photometry, published predictions), or skip."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real SDSS data not found at {SHARED_DATA} (../shared/data is absent)")
+    return SHARED_DATA
+
+
+def run_cli(command: str, *args: str, input: bytes | None = None, env: dict | None = None,
+            cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a pz-* command as a user would (a real subprocess), capturing bytes."""
+    module = command.removeprefix("pz-")
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"photoz_tools.cli.{module}", *args],
+        input=input, capture_output=True, env=full_env, cwd=cwd, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    """`cli("pz-score", "pred.parquet", "--truth", "z")` -> CompletedProcess (bytes stdout/stderr)."""
+    return run_cli
