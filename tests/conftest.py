@@ -1,4 +1,4 @@
-"""Fixtures shared by every test folder: the real SDSS data in ../shared/data, and the CLI runner."""
+"""Fixtures shared by every test folder: the real data in ../shared/data, and a CLI runner."""
 
 from __future__ import annotations
 
@@ -21,18 +21,28 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_cli(command: str, *args: str, input: bytes | None = None, env: dict | None = None,
-            cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    command: str,
+    *args: str,
+    input: bytes | None = None,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
     """Run a pz-* command as a user would (a real subprocess), capturing bytes."""
     module = command.removeprefix("pz-")
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"photoz_tools.cli.{module}", *args],
-        input=input, capture_output=True, env=full_env, cwd=cwd, timeout=timeout,
+        input=input,
+        capture_output=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
 @pytest.fixture
 def cli():
-    """`cli("pz-score", "pred.parquet", "--truth", "z")` -> CompletedProcess (bytes stdout/stderr)."""
+    """`cli("pz-score", "p.parquet", "--truth", "z")` -> CompletedProcess (bytes output)."""
     return run_cli

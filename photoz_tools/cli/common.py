@@ -96,18 +96,28 @@ FormatOpt = Annotated[
 ]
 QuietOpt = Annotated[
     bool,
-    typer.Option("-q", "--quiet", help="No progress bars, logs or warnings on stderr.",
-                 callback=_quiet_callback, is_eager=True),
+    typer.Option(
+        "-q",
+        "--quiet",
+        help="No progress bars, logs or warnings on stderr.",
+        callback=_quiet_callback,
+        is_eager=True,
+    ),
 ]
 DebugOpt = Annotated[
     bool,
-    typer.Option("--debug", help="Show the full traceback of an error.",
-                 callback=_debug_callback, is_eager=True),
+    typer.Option(
+        "--debug",
+        help="Show the full traceback of an error.",
+        callback=_debug_callback,
+        is_eager=True,
+    ),
 ]
 VersionOpt = Annotated[
     bool,
-    typer.Option("--version", help="Print the version and exit.",
-                 callback=_version_callback, is_eager=True),
+    typer.Option(
+        "--version", help="Print the version and exit.", callback=_version_callback, is_eager=True
+    ),
 ]
 
 
@@ -161,8 +171,9 @@ class _RichTask:
 
 
 @contextmanager
-def progress(description: str, total: float | None = None, unit: str = "rows",
-             fields: tuple[str, ...] = ()) -> Iterator[_NoProgress | _RichTask]:
+def progress(
+    description: str, total: float | None = None, unit: str = "rows", fields: tuple[str, ...] = ()
+) -> Iterator[_NoProgress | _RichTask]:
     """A rich progress bar on stderr for long work, shown only when stderr is a terminal.
 
     `fields` names extra values shown after the bar (e.g. ("loss", "val_loss")); set them with
@@ -171,11 +182,24 @@ def progress(description: str, total: float | None = None, unit: str = "rows",
     if state.quiet or not sys.stderr.isatty():
         yield _NoProgress()
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn(unit), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
     columns += [TextColumn(f"{f}={{task.fields[{f}]}}") for f in fields]
     with Progress(*columns, console=console(), transient=False) as bar:
         task = bar.add_task(description, total=total, **{f: "-" for f in fields})
@@ -254,8 +278,11 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
         if state.debug:
             traceback.print_exc()
             return 1
-        return _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-                      "for the traceback and report it)", 1)
+        return _error(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+            "for the traceback and report it)",
+            1,
+        )
     return 0
 
 
