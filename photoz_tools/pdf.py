@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = [
     "Bins", "normalize", "zphot", "zstd", "zmode", "cdf_at", "quantile", "interval", "pit",
-    "crps", "pit_crps", "summarize", "pdf_flags", "SUMMARY_COLUMNS",
+    "crps", "pit_crps", "pit_crps_width", "summarize", "pdf_flags", "SUMMARY_COLUMNS",
     "FLAG_BAD_INPUT", "FLAG_EDGE_LOW", "FLAG_EDGE_HIGH", "FLAG_MULTIMODAL", "FLAG_BROAD",
     "FLAG_NAMES", "EDGE_FRACTION", "MODE_FRACTION", "BROAD_WIDTH",
 ]
@@ -266,9 +266,10 @@ def cdf_at(pdf: Any, bins: Bins, z: Any) -> Any:
     return _rowwise(pdf, bins, lambda p, zz: _cdf_block(p, edges, zz), z)
 
 
-def _quantile_block(p: np.ndarray, edges: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Smallest z with CDF(z) >= q, for a (m,) q per row."""
-    c = _cum(p)
+def _quantile_block(p: np.ndarray, edges: np.ndarray, q: np.ndarray,
+                    c: np.ndarray | None = None) -> np.ndarray:
+    """Smallest z with CDF(z) >= q, for a (m,) q per row (c: the edge CDF, if already known)."""
+    c = _cum(p) if c is None else c
     nb = p.shape[1]
     rows = np.arange(p.shape[0])
     t = q[:, None]
@@ -308,10 +309,11 @@ def pit(pdf: Any, bins: Bins, z: Any) -> Any:
     return cdf_at(pdf, bins, z)
 
 
-def _crps_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _crps_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray,
+                c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pit, crps) of each row at z, exact for the piecewise-constant PDF."""
     nb = p.shape[1]
-    c = _cum(p)
+    c = _cum(p) if c is None else c
     a, b = c[:, :-1], c[:, 1:]
     w = np.diff(edges)
     # per bin, with F linear from a to b: int F^2 and int (1 - F)^2
@@ -353,6 +355,22 @@ def pit_crps(pdf: Any, bins: Bins, z: Any) -> tuple[Any, Any]:
     both = _rowwise(pdf, bins, lambda p, zz: np.stack(_crps_block(p, edges, zz), axis=1), z,
                     out_shape=(2,))
     return both[..., 0], both[..., 1]
+
+
+def _score_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray) -> np.ndarray:
+    c = _cum(p)
+    pit_, crps_ = _crps_block(p, edges, z, c)
+    m = len(p)
+    lo = _quantile_block(p, edges, np.full(m, 0.16), c)
+    hi = _quantile_block(p, edges, np.full(m, 0.84), c)
+    return np.stack([pit_, crps_, hi - lo], axis=1)
+
+
+def pit_crps_width(pdf: Any, bins: Bins, z: Any) -> tuple[Any, Any, Any]:
+    """(pit, crps, width68) in one pass over the PDFs (one CDF per row): what pz-score needs."""
+    edges = bins.edges
+    out = _rowwise(pdf, bins, lambda p, zz: _score_block(p, edges, zz), z, out_shape=(3,))
+    return out[..., 0], out[..., 1], out[..., 2]
 
 
 # --------------------------------------------------------------------------- flags and summary
@@ -409,8 +427,9 @@ def summarize(pdf: Any, bins: Bins) -> dict[str, np.ndarray]:
         m = len(p)
         mean = p @ mid
         var = p @ (mid * mid) - mean * mean + p @ w2
-        lo = _quantile_block(p, edges, np.full(m, 0.16))
-        hi = _quantile_block(p, edges, np.full(m, 0.84))
+        c = _cum(p)
+        lo = _quantile_block(p, edges, np.full(m, 0.16), c)
+        hi = _quantile_block(p, edges, np.full(m, 0.84), c)
         bad = np.isnan(mean)
         k = np.argmax(np.where(np.isnan(p), -1.0, p), axis=1)
         sl = slice(s, s + m)

@@ -189,3 +189,15 @@ def test_flags():
 def test_wrong_bin_count_is_an_error():
     with pytest.raises(ValueError, match="180"):
         P.zphot(np.ones((2, 10)), Bins.default())
+
+
+def test_pit_crps_width_is_the_three_functions():
+    rng = np.random.default_rng(5)
+    b = Bins.default()
+    pdf = rng.random((300, 180)).astype(np.float32) ** 6
+    z = rng.uniform(-0.05, 0.45, 300)
+    pit, crps, width = P.pit_crps_width(pdf, b, z)
+    lo, hi = P.interval(pdf, b, 0.68)
+    assert np.allclose(pit, P.pit(pdf, b, z), rtol=1e-12)
+    assert np.allclose(crps, P.crps(pdf, b, z), rtol=1e-12)
+    assert np.allclose(width, hi - lo, rtol=1e-12)
