@@ -316,17 +316,20 @@ def _crps_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray,
     c = _cum(p) if c is None else c
     a, b = c[:, :-1], c[:, 1:]
     w = np.diff(edges)
-    # per bin, with F linear from a to b: int F^2 and int (1 - F)^2
-    f2 = w * (a * a + a * b + b * b) / 3.0
-    ua, ub = 1.0 - a, 1.0 - b
-    g2 = w * (ua * ua + ua * ub + ub * ub) / 3.0
+    # per bin j, with F linear from a to b: int F^2 = w (a^2 + ab + b^2) / 3 = f_j and
+    # int (1 - F)^2 = f_j + w (1 - a - b). Bins below k add f_j, bins above add f_j + h_j.
+    q = a * a
+    q += a * b
+    q += b * b
+    f_all = q @ (w / 3.0)
+    h = a + b
+    np.subtract(1.0, h, out=h)
+    h *= w
+    np.cumsum(h, axis=1, out=h)
     zc = np.clip(z, edges[0], edges[-1])
     k = np.clip(np.searchsorted(edges, zc, side="right") - 1, 0, nb - 1)
     rows = np.arange(p.shape[0])
-    cols = np.arange(nb)[None, :]
-    below = cols < k[:, None]
-    above = cols > k[:, None]
-    total = np.where(below, f2, 0.0).sum(axis=1) + np.where(above, g2, 0.0).sum(axis=1)
+    total = f_all - q[rows, k] * (w[k] / 3.0) + (h[:, -1] - h[rows, k])
     # the bin holding z, split at z: F goes a -> fz on the left, fz -> b on the right
     ak, bk, ek = c[rows, k], c[rows, k + 1], edges[k]
     wk = edges[k + 1] - ek
