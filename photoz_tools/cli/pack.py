@@ -1,8 +1,195 @@
-"""pz-pack: not yet available (delivered by the SDSS access issue)."""
+"""pz-pack: catalogue + cutouts (or the authors' sdss.npz) -> a dataset with folds and splits.
 
-from photoz_tools.cli.common import main_for, not_yet_available
+Only parsing and reporting live here; the work is ``photoz_tools.dataset.pack``.
+"""
 
-app = not_yet_available("pz-pack", "SDSS access issue")
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from photoz_tools.cli.common import (
+    DebugOpt,
+    FormatOpt,
+    OutputOpt,
+    QuietOpt,
+    VersionOpt,
+    command_line,
+    log,
+    main_for,
+    make_app,
+    progress,
+    warn,
+)
+from photoz_tools.errors import PzUsageError
+
+HELP = """\
+Join a catalogue and its cutouts by id (or read the authors' published sdss.npz) into a
+training-ready dataset: adds fold (k seeded folds, stratified in z when there is a z column),
+split (train/validation/test) and pack_flags, drops (or flags) rows with bad images, and writes
+Parquet in row groups sized for streaming (FITS by extension). Counts per split and fold go to
+stderr.
+
+INPUT is pz-cutout's output (id, image, n_frames, flags), streamed in batches, its row order
+kept; or a .npz: 'cube' (N,64,64,5) + a 'labels' record array (the authors' sdss.npz), or 'data'
++ 'z' + 'ebv' (their example file). The cube is read from the zip member by member, never
+loaded whole. npz labels EBV -> ebv and zphot -> zphot_b16 are renamed by default.
+"""
+EXAMPLES = """\
+[bold]Examples[/bold]
+
+  pz-pack cutouts.parquet --catalog mgs.fits -o dataset.parquet
+
+  pz-pack sdss.npz --mgs-cut --folds 5 --seed 0 -o sdss-dataset.parquet
+
+  pz-cutout mgs.fits --frames sas/ | pz-pack -c mgs.fits --validation 5000 -o ds.parquet
+"""
+
+app = make_app("pz-pack", HELP)
+
+
+def _number(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PzUsageError(f"{option} {text}: give a count or a fraction") from None
+    return value
+
+
+@app.command(help=HELP, epilog=EXAMPLES)
+def pack(
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="Cutouts table (FITS/Parquet, '-' for stdin) or a .npz path.",
+            show_default=False,
+        ),
+    ] = "-",
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            "-c",
+            "--catalog",
+            help="Catalogue to join on the id (its non-image columns pass through; it wins "
+            "where both tables carry a column). Omit it when the cutouts carry z and ebv.",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = "-",
+    format: FormatOpt = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id", help="Id column to join on (default: objID, specObjID or id)."),
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", "-k", help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold and split draws.")] = 0,
+    stratify: Annotated[
+        bool | None,
+        typer.Option(
+            "--stratify/--no-stratify",
+            help="Stratify folds in z (default: when a z column exists).",
+            show_default=False,
+        ),
+    ] = None,
+    test_fold: Annotated[
+        str,
+        typer.Option("--test-fold", help="Fold whose rows get split=test ('none': no test set)."),
+    ] = "0",
+    validation: Annotated[
+        str,
+        typer.Option(
+            "--validation",
+            help="Rows of the other folds to set aside as split=validation: a count (5000) or "
+            "a fraction (0.1); 0 for none.",
+        ),
+    ] = "0.1",
+    bad: Annotated[
+        str,
+        typer.Option(
+            "--bad",
+            help="Rows with bad images (NaN/inf pixels, flagged by pz-cutout, a missing band): "
+            "'drop' them or 'flag' them in pack_flags (1 NaN/inf, 2 pz-cutout flag, 4 missing "
+            "band) and keep them.",
+        ),
+    ] = "drop",
+    flag_mask: Annotated[
+        int,
+        typer.Option(
+            "--flag-mask",
+            help="Bits of pz-cutout's flags column that make a row bad (default: all).",
+            show_default=False,
+        ),
+    ] = -1,
+    mgs_cut: Annotated[
+        bool,
+        typer.Option(
+            "--mgs-cut",
+            help="Keep the Main Galaxy Sample: dered_petro_r <= 17.8, z <= 0.4, primtarget >= 64 "
+            "(each part where its column exists).",
+        ),
+    ] = False,
+    label_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label-map",
+            help="Rename labels/catalogue columns, OLD=NEW[,OLD=NEW...] (repeatable); an empty "
+            "NEW drops the column. E.g. --label-map zphot_beck=zphot_b16.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_rows: Annotated[
+        int, typer.Option("--batch-rows", help="Images read per batch (memory ~80 kB each).")
+    ] = 512,
+    row_group_rows: Annotated[
+        int,
+        typer.Option("--row-group-rows", help="Rows per Parquet row group (~80 kB per row)."),
+    ] = 1024,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    version: VersionOpt = False,
+) -> None:
+    """Pack cutouts and a catalogue (or sdss.npz) into a dataset with folds and splits."""
+    from photoz_tools.dataset import pack as pack_dataset
+    from photoz_tools.dataset import parse_label_map, report
+
+    tf = (
+        None
+        if test_fold.strip().lower() in ("none", "-1", "")
+        else int(_number(test_fold, "--test-fold"))
+    )
+    with progress("packing", unit="rows") as bar:
+        summary = pack_dataset(
+            input,
+            output,
+            catalog=catalog,
+            id_column=id_column,
+            folds=folds,
+            seed=seed,
+            stratify=stratify,
+            test_fold=tf,
+            validation=_number(validation, "--validation"),
+            bad=bad,
+            flag_mask=flag_mask,
+            mgs_cut=mgs_cut,
+            label_map=parse_label_map(label_map),
+            batch_rows=batch_rows,
+            row_group_rows=row_group_rows,
+            format=format,
+            command_line=command_line(),
+            log=log,
+            advance=bar.advance,
+        )
+    if summary.bad:
+        what = ", ".join(f"{c} {w}" for w, c in summary.bad.items())
+        if summary.bad_action == "drop":
+            warn(f"dropped rows with bad images: {what} (--bad flag keeps them)")
+        else:
+            warn(f"flagged rows with bad images in pack_flags: {what}")
+    for line in report(summary):
+        log(line)
+
+
 main = main_for(app)
 
 if __name__ == "__main__":
