@@ -514,6 +514,14 @@ class _TableSource:
         if catalog is not None:
             with tables.open_table(catalog) as cr:
                 self.cat_where = cr.name
+                if id_column is None:  # the first id both tables carry
+                    both = [
+                        c
+                        for c in ("objID", "specObjID", "id")
+                        if _ci(names, c) and _ci(list(cr.column_names), c)
+                    ]
+                    if both:
+                        self.id = _ci(names, both[0])
                 cat_id = _ci(list(cr.column_names), self.id)
                 if cat_id is None:
                     raise PzError(
@@ -591,7 +599,8 @@ class _TableSource:
         for c in self.cat.column_names:
             t = self.cat.schema.field(c).type
             if c != self.cat_id and not _is_cell_tensor(t) and _is_numeric(t):
-                labels[c] = tables.column_array(self.cat, c)
+                # per image row; rows without a catalogue row are never kept, any value does
+                labels[c] = tables.column_array(self.cat, c)[np.maximum(self.cat_index, 0)]
         return ids_a, labels, self.cat_index, pre
 
     def iter_batches(self) -> Iterator[tuple[np.ndarray, Any]]:
@@ -625,6 +634,15 @@ class _TableSource:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _arrow(array: np.ndarray) -> pa.Array:
+    """tables.to_arrow, also for zero rows (a batch whose rows were all dropped)."""
+    from photoz_tools import tables
+
+    if len(array):
+        return tables.to_arrow(array)
+    return tables.to_arrow(np.zeros((1, *array.shape[1:]), array.dtype)).slice(0, 0)
 
 
 def _is_cell_tensor(t: Any) -> bool:
@@ -683,7 +701,6 @@ def pack(
     mgs_cut: bool = False,
     label_map: dict[str, str] | None = None,
     batch_rows: int = 512,
-    row_group_rows: int = 1024,
     format: str | None = None,
     command_line: str | None = None,
     log: Callable[[str], None] | None = None,
@@ -710,8 +727,8 @@ def pack(
         raise PzUsageError(f"--validation {validation:g}: must be >= 0")
     if bad not in ("drop", "flag"):
         raise PzUsageError(f"--bad {bad}: choose drop or flag")
-    if batch_rows < 1 or row_group_rows < 1:
-        raise PzUsageError("--batch-rows and --row-group-rows must be >= 1")
+    if batch_rows < 1:
+        raise PzUsageError("--batch-rows must be >= 1")
     label_map = dict(label_map or {})
     src_name = str(source) if source not in (None, "-") else "-"
     is_npz = src_name != "-" and (
@@ -796,9 +813,9 @@ def pack(
     split[kept] = assign_splits(ids[kept], fold[kept], test_fold, validation, seed)
     del labels
 
-    # ---- pass 2: stream images, check them, write row groups of row_group_rows
+    # ---- pass 2: stream images, check them, write
     split_names = pa.array(list(SPLITS))
-    image_type = tables.to_arrow(np.zeros((0, *IMAGE_SHAPE), np.float32)).type
+    image_type = pa.fixed_shape_tensor(pa.float32(), IMAGE_SHAPE)
     tail_fields = [
         pa.field("fold", pa.int16()),
         pa.field("split", pa.string()),
@@ -828,30 +845,13 @@ def pack(
         bad_counts.update(summary.bad)
     writer = None
     schema = None
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-
-    def flush(final: bool) -> None:
-        """Write whole row groups of row_group_rows (and the remainder at the end)."""
-        nonlocal pending, pending_rows
-        if not pending_rows or (pending_rows < row_group_rows and not final):
-            return
-        table = pa.Table.from_batches(pending, schema=schema)
-        done = 0
-        while pending_rows - done >= row_group_rows or (final and done < pending_rows):
-            size = min(row_group_rows, pending_rows - done)
-            writer.write(table.slice(done, size).combine_chunks().to_batches()[0])
-            done += size
-        rest = table.slice(done)
-        pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-        pending_rows = rest.num_rows
 
     def npz_arrays(
         cols: dict[str, np.ndarray], local: np.ndarray, g: np.ndarray
     ) -> tuple[list[pa.Field], list[pa.Array]]:
         """Columns of an npz batch, the id first as in every table of the toolkit."""
         names = list(cols)
-        arrays = [tables.to_arrow(np.ascontiguousarray(cols[c][local])) for c in names]
+        arrays = [_arrow(np.ascontiguousarray(cols[c][local])) for c in names]
         if id_name is None:
             names, arrays = ["id", *names], [pa.array(g.astype(np.int64)), *arrays]
         else:
@@ -902,10 +902,7 @@ def pack(
                     output, schema, format=format, metadata=metadata, provenance=provenance
                 )
             rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            if rb.num_rows:
-                pending.append(rb)
-                pending_rows += rb.num_rows
-                flush(False)
+            writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
             summary.rows += rb.num_rows
             advance(k)
             start += k
@@ -915,7 +912,6 @@ def pack(
                 f"{src_name}: no rows left to pack ({_explain(summary)}); "
                 "--bad flag keeps rows with bad images"
             )
-        flush(True)
         summary.per_split_fold = {s: counts[i].tolist() for i, s in enumerate(SPLITS)}
         writer.close()
     except BaseException:

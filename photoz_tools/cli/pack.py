@@ -141,10 +141,6 @@ def pack(
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", help="Images read per batch (memory ~80 kB each).")
     ] = 512,
-    row_group_rows: Annotated[
-        int,
-        typer.Option("--row-group-rows", help="Rows per Parquet row group (~80 kB per row)."),
-    ] = 1024,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     version: VersionOpt = False,
@@ -174,7 +170,6 @@ def pack(
             mgs_cut=mgs_cut,
             label_map=parse_label_map(label_map),
             batch_rows=batch_rows,
-            row_group_rows=row_group_rows,
             format=format,
             command_line=command_line(),
             log=log,
