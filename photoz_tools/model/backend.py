@@ -1,0 +1,141 @@
+"""The one module that may talk to a backend directly (tf.*, jax.*): seeds, determinism,
+device queries, log silencing and the matmul peak the benchmarks compare against.
+
+Everything else in photoz_tools.model uses keras.layers/keras.ops/keras.utils only, so the same
+code runs with KERAS_BACKEND=jax on hosts without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def name() -> str:
+    """The Keras backend in use ('tensorflow', 'jax', ...)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def silence() -> None:
+    """Quiet TensorFlow/absl/JAX start-up chatter (pz-* stderr is for our own messages)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for logger in ("absl", "tensorflow", "jax._src.xla_bridge", "h5py"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def configure(seed: int | None = None, deterministic: bool = False) -> None:
+    """Seed Python, numpy and the backend; optionally make TensorFlow's ops deterministic."""
+    silence()
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    if deterministic and name() == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:  # pragma: no cover - older TF
+            pass
+
+
+def has_gpu() -> bool:
+    """True when the backend sees an accelerator (mixed precision only pays off there)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform != "cpu" for d in jax.devices())
+    return False
+
+
+def device_description() -> str:
+    """A short human description of the compute device, for manifests and benchmarks."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"tensorflow {tf.__version__} on " + (
+            ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)")
+    if backend == "jax":
+        import jax
+
+        return f"jax {jax.__version__} on " + ", ".join(str(d) for d in jax.devices())
+    return backend
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in a bundle's manifest."""
+    import keras
+    import numpy as np
+
+    out = {"keras": keras.__version__, "numpy": np.__version__, "backend": name()}
+    try:
+        if name() == "tensorflow":
+            import tensorflow as tf
+
+            out["tensorflow"] = tf.__version__
+        elif name() == "jax":
+            import jax
+
+            out["jax"] = jax.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
+    """Measured float32 matmul throughput of this device through the backend (GFLOP/s, best of
+    repeated n x n products): the denominator of model FLOPs utilisation."""
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a = ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32))
+    b = ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32))
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        mm = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+
+        def run() -> None:
+            mm(a, b).numpy()
+    elif backend == "jax":
+        import jax
+
+        mm = jax.jit(lambda x, y: x @ y)
+
+        def run() -> None:
+            mm(a, b).block_until_ready()
+    else:  # pragma: no cover
+
+        def run() -> None:
+            ops.convert_to_numpy(ops.matmul(a, b))
+
+    run()
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best / 1e9

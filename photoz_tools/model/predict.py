@@ -1,0 +1,261 @@
+"""Prediction: the plain function behind pz-predict, and `predict_arrays` for in-memory data.
+
+The members' PDFs are averaged (the paper's ensemble). The table is read in batches and written
+as it goes, so memory is bounded by the batch; each batch is fed to the ensemble in fixed-size
+slices (the last one padded), so the compiled prediction function is traced once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from photoz_tools import pdf as pdfcore
+from photoz_tools import tables
+from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.model import bundle as bundlemod
+
+PDF_DTYPES = ("float32", "float16", "none")
+PREDICTION_COLUMNS = (*pdfcore.SUMMARY_COLUMNS, "pdf")
+
+
+@dataclass
+class PredictResult:
+    """What a prediction run did (for the command's summary line)."""
+
+    rows: int
+    bad_rows: int
+    bundle_hash: str
+    members: int
+
+
+class Ensemble:
+    """The members of a bundle as one callable: images (n,64,64,5) + ebv (n,) -> mean PDF."""
+
+    def __init__(self, b: bundlemod.Bundle, batch_size: int = 256, tta: bool = False) -> None:
+        import keras
+
+        self.bundle = b
+        self.batch_size = int(batch_size)
+        self.tta = tta
+        members = b.members
+        if len(members) == 1:
+            self.model = members[0]
+        else:
+            image = keras.Input((64, 64, 5), name="image")
+            ebv = keras.Input((1,), name="ebv")
+            for i, mm in enumerate(members):  # unique names inside the ensemble graph
+                mm.name = f"member_{i}"
+            outs = [mm({"image": image, "ebv": ebv}) for mm in members]
+            mean = keras.layers.Average(name="ensemble_mean")(outs)
+            self.model = keras.Model({"image": image, "ebv": ebv}, mean, name="ensemble")
+
+    def _run(self, images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+        n, bs = len(images), self.batch_size
+        out = np.empty((n, self.bundle.bins.n), dtype=np.float32)
+        for s in range(0, n, bs):
+            im, e = images[s:s + bs], ebv[s:s + bs]
+            m = len(im)
+            if m < bs:  # pad to the traced shape
+                im = np.concatenate([im, np.zeros((bs - m, *im.shape[1:]), np.float32)])
+                e = np.concatenate([e, np.zeros(bs - m, np.float32)])
+            y = self.model.predict_on_batch({"image": im, "ebv": e.reshape(-1, 1)})
+            out[s:s + m] = np.asarray(y)[:m]
+        return out
+
+    def __call__(self, images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+        from photoz_tools.model.data import transform
+
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        ebv = np.asarray(ebv, dtype=np.float32).reshape(-1)
+        if not self.tta:
+            return self._run(images, ebv)
+        acc = np.zeros((len(images), self.bundle.bins.n), dtype=np.float64)
+        for k in range(8):
+            acc += self._run(np.ascontiguousarray(transform(images, k)), ebv)
+        return (acc / 8).astype(np.float32)
+
+
+def predict_arrays(model: str | Path | bundlemod.Bundle, images: np.ndarray, ebv: np.ndarray,
+                   batch_size: int = 256, tta: bool = False) -> np.ndarray:
+    """Mean PDF (n, n_bins) of a bundle's members for in-memory images and E(B-V) (notebooks)."""
+    b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(model)
+    return Ensemble(b, batch_size, tta)(images, ebv)
+
+
+def _bad_rows(images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1)
+    return ~np.isfinite(flat).all(axis=1) | ~np.isfinite(ebv)
+
+
+def _pdf_array(p: np.ndarray, bad: np.ndarray, dtype: str):
+    import pyarrow as pa
+
+    values = pa.array(p.astype(dtype).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(values, p.shape[1],
+                                             mask=pa.array(bad) if bad.any() else None)
+
+
+def predict(
+    source: str | Path | None,
+    output: str | Path | None = "-",
+    model: str | Path | bundlemod.Bundle | None = None,
+    *,
+    batch_size: int = 256,
+    pdf_dtype: str = "float32",
+    keep: Sequence[str] | None = None,
+    tta: bool = False,
+    qp_path: str | Path | None = None,
+    format: str | None = None,
+    image_col: str = "image",
+    ebv_col: str = "ebv",
+    command_line: str | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> PredictResult:
+    """Predict redshift PDFs for every row of a table and write them (with the kept columns).
+
+    `model` is a bundle path (default: $PZ_MODEL, else the registered default bundle). Rows with
+    NaN/inf pixels or missing E(B-V) get null predictions and pz_flags = FLAG_BAD_INPUT.
+    """
+    import pyarrow as pa
+
+    if pdf_dtype not in PDF_DTYPES:
+        raise PzUsageError(f"--pdf {pdf_dtype}: choose one of {', '.join(PDF_DTYPES)}")
+    if batch_size < 1:
+        raise PzUsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    reader = tables.open_table(source)
+    with reader:
+        names = reader.column_names
+        if image_col not in names:
+            raise PzError(f"{reader.name}: no {image_col} column; make cutouts with pz-cutout")
+        tables.require_columns(reader, [ebv_col], what="prediction input")
+        b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(
+            bundlemod.resolve(None if model is None else str(model)))
+        bins = b.bins
+        if keep is None:
+            kept = [c for c in names if c != image_col]
+        else:
+            missing = [c for c in keep if c not in names]
+            if missing:
+                raise PzUsageError(f"--keep: {reader.name} has no column {missing[0]!r} "
+                                   f"(columns: {', '.join(names)})")
+            kept = list(keep)
+        clash = [c for c in kept if c in PREDICTION_COLUMNS]
+        kept = [c for c in kept if c not in PREDICTION_COLUMNS]
+        read_cols = list(dict.fromkeys([*kept, image_col, ebv_col]))
+        ens = Ensemble(b, batch_size=batch_size, tta=tta)
+        metadata = {tables.BIN_EDGES_KEY: bins.to_json(), "pz_model_path": str(b.path)}
+        prov = tables.provenance_metadata(command_line or "photoz_tools.predict", [reader.name],
+                                          model_hash=b.hash)
+        if on_start:
+            on_start(reader.num_rows)
+        writer = None
+        n_rows = n_bad = 0
+        qp_parts: list[np.ndarray] = []
+        qp_ids: list[np.ndarray] = []
+        id_col = tables.find_id_column(names) if qp_path else None
+        chunk = max(batch_size, (4096 // batch_size) * batch_size)
+        try:
+            for batch in reader.iter_batches(batch_rows=chunk, columns=read_cols):
+                images = tables.column_array(batch, image_col)
+                ebv = np.asarray(tables.column_array(batch, ebv_col), dtype=np.float32)
+                bad = _bad_rows(images, ebv)
+                if bad.any():
+                    images = np.where(bad[:, None, None, None], np.float32(0), images)
+                    ebv = np.where(bad, np.float32(0), ebv)
+                p = ens(images, ebv) if len(images) else np.zeros((0, bins.n), np.float32)
+                summ = pdfcore.summarize(p, bins)
+                arrays, fields = [], []
+                for c in kept:
+                    arrays.append(batch.column(c))
+                    fields.append(batch.schema.field(c))
+                for c in pdfcore.SUMMARY_COLUMNS:
+                    v = summ[c]
+                    if c == "pz_flags":
+                        v = np.where(bad, np.uint16(pdfcore.FLAG_BAD_INPUT), v).astype(np.uint16)
+                        arrays.append(pa.array(v))
+                    else:
+                        arrays.append(pa.array(np.where(bad, np.nan, v).astype(np.float32),
+                                               mask=bad if bad.any() else None))
+                    fields.append(pa.field(c, arrays[-1].type))
+                if pdf_dtype != "none":
+                    arrays.append(_pdf_array(p, bad, pdf_dtype))
+                    fields.append(pa.field("pdf", arrays[-1].type))
+                out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+                if writer is None:
+                    writer = tables.TableWriter(output, out.schema, format=format,
+                                                metadata=metadata, provenance=prov)
+                writer.write(out)
+                if qp_path:
+                    qp_parts.append(np.where(bad[:, None], np.nan, p))
+                    if id_col:
+                        qp_ids.append(np.asarray(tables.column_array(batch, id_col))
+                                      if id_col in batch.schema.names else np.zeros(0))
+                n_rows += len(p)
+                n_bad += int(bad.sum())
+                if on_rows:
+                    on_rows(len(p))
+            if writer is None:  # an empty table: still write the schema
+                writer = _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata,
+                                       prov)
+            if qp_path:
+                write_qp(qp_path, bins, np.concatenate(qp_parts) if qp_parts
+                         else np.zeros((0, bins.n), np.float32),
+                         ids=np.concatenate(qp_ids) if qp_ids and id_col else None,
+                         id_name=id_col)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        writer.close()
+    res = PredictResult(rows=n_rows, bad_rows=n_bad, bundle_hash=b.hash, members=len(b.members))
+    res.replaced_columns = clash  # type: ignore[attr-defined]
+    return res
+
+
+def _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata, prov):
+    import pyarrow as pa
+
+    fields = [reader.schema.field(c) for c in kept]
+    fields += [pa.field(c, pa.uint16() if c == "pz_flags" else pa.float32())
+               for c in pdfcore.SUMMARY_COLUMNS]
+    if pdf_dtype != "none":
+        fields.append(pa.field("pdf", pa.list_(getattr(pa, pdf_dtype)(), bins.n)))
+    return tables.TableWriter(output, pa.schema(fields), format=format, metadata=metadata,
+                              provenance=prov)
+
+
+def write_qp(path: str | Path, bins: pdfcore.Bins, pdfs: np.ndarray,
+             ids: np.ndarray | None = None, id_name: str | None = None) -> None:
+    """Write the PDFs as a qp histogram ensemble (LSST DESC RAIL's format; needs qp-prob).
+
+    qp stores float64 and renormalises on read; rows without a prediction are stored as NaN.
+    """
+    try:
+        import qp
+    except ImportError:
+        raise PzError("--qp needs the optional qp-prob package: pip install "
+                      "'photoz-tools[qp]'") from None
+    path = Path(path)
+    if path.suffix.lower() not in (".hdf5", ".h5", ".hdf"):
+        raise PzUsageError(f"--qp {path}: name an .hdf5 file")
+    data = {"bins": np.asarray(bins.edges, dtype=np.float64),
+            "pdfs": np.asarray(pdfs, dtype=np.float64)}
+    ancil = {}
+    if ids is not None and id_name and len(ids) == len(pdfs):
+        ancil[id_name] = np.asarray(ids)
+    ens = qp.Ensemble(qp.hist, data=data, ancil=ancil or None)
+    tmp = path.with_name(f".{path.name}.tmp.hdf5")
+    ens.write_to(str(tmp))
+    tmp.replace(path)
+
+
+def describe_bundle(path: str | Path) -> str:
+    """A one-paragraph description of a bundle (for logs)."""
+    m = bundlemod.read_manifest(path)
+    return json.dumps({k: m.get(k) for k in ("architecture", "scaling", "seeds")})
