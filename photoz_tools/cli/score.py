@@ -28,33 +28,36 @@ from photoz_tools.cli.common import (
 )
 from photoz_tools.errors import PzError, PzUsageError
 
-HELP = """\
-Score photometric redshifts against spectroscopic truth: bias, sigma_MAD and the outlier rate eta
-of dz = (zphot - zspec)/(1 + zspec) (Pasquet et al. 2019), and where the table has PDFs the mean
-CRPS (exact for the histogram PDF), the flatness of the PIT (Kolmogorov-Smirnov and
-Cramer-von Mises statistics against uniform) and the mean width of the central 68 % interval.
-
-The table of results is the command's output: printed on stdout, and with -o also written as a
-machine-readable table (.csv, .json, .fits, .parquet by extension; with -o - the table goes to
-stdout in --format and the printed table to stderr).
-
-INPUT is a predictions table (pz-predict's output, or any table with a photo-z column), read in
-batches: PDFs are reduced to PIT/CRPS/width per batch, never held whole. The estimator zphot
-uses the column pdf, another estimator X the column X_pdf (or X_width68); bin edges come from
-the file metadata pz_bin_edges, else 180 bins over [0, 0.4]. Rows with a null photo-z (flagged
-predictions) are left out with a count on stderr.
-"""
+HELP = (
+    "Score photometric redshifts against spectroscopic truth: bias, sigma_MAD and the outlier "
+    "rate eta of dz = (zphot - zspec)/(1 + zspec) (Pasquet et al. 2019), and where the table "
+    "has PDFs the mean CRPS (exact for the histogram PDF), the flatness of the PIT "
+    "(Kolmogorov-Smirnov and Cramer-von Mises statistics against uniform) and the mean width "
+    "of the central 68 % interval."
+    "\n\n"
+    "The table of results is the command's output: printed on stdout, and with -o also "
+    "written as a machine-readable table (.csv, .json, .fits, .parquet by extension; with "
+    "-o - that table goes to stdout in --format and the printed one to stderr)."
+    "\n\n"
+    "INPUT is a predictions table (pz-predict's output, or any table with a photo-z column), "
+    "read in batches: PDFs are reduced to PIT, CRPS and width per batch, never held whole. "
+    "The estimator zphot uses the column pdf, another estimator X the column X_pdf (or "
+    "X_width68); bin edges come from the file metadata pz_bin_edges, else 180 bins over "
+    "[0, 0.4]. Rows with a null photo-z (flagged predictions) are left out with a count on "
+    "stderr; rows repeating an id are refused unless --dedupe says which to keep."
+)
 EXAMPLES = """\
 [bold]Examples[/bold]
 
-  pz-score zphot.parquet --truth z --zphot zphot,zphot_b16 --plot scores.png -o scores.csv
+  [dim]# the CNN beside Beck et al. 2016, with the summary figure and a CSV[/dim]
+  pz-score zphot.parquet --zphot zphot,zphot_b16 --plot scores.png -o scores.csv
 
-  pz-score zphot.parquet --truth z --group fold          [dim]# Table 1: per fold, mean, std[/dim]
+  [dim]# Table 1 (per fold, mean, std) and Table 2's trials (drop the widest PDFs)[/dim]
+  pz-score zphot.parquet --group fold
+  pz-score zphot.parquet --drop-widest 10,20
 
-  pz-score zphot.parquet --drop-widest 10,20             [dim]# Table 2's trials[/dim]
-
+  [dim]# in bins of spectroscopic redshift; truth from a catalogue joined by id[/dim]
   pz-score zphot.parquet --by z --bins 0,0.05,0.1,0.2,0.4
-
   pz-score preds.csv --truth-table mgs.fits --id specObjID --dedupe first
 """
 
@@ -109,7 +112,10 @@ def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: st
         style = "dim" if r.get("group") in ("mean", "std") and tty else None
         if r.get("group") == "mean":
             style = "bold"
-        table.add_row(*[_cell(r.get(k), _SHOW[k][1]) for k in keys], style=style)
+        cells = [_cell(r.get(k), _SHOW[k][1]) for k in keys]
+        if r.get("group") == "std":  # N there is the total, already on the mean row
+            cells[keys.index("N")] = ""
+        table.add_row(*cells, style=style)
     console.print(title, style="bold" if tty else None, soft_wrap=True, markup=False)
     console.print(table)
 
@@ -160,8 +166,8 @@ def score(
         "--truth-table", help="Catalogue holding the truth, joined to INPUT by --id.",
         show_default=False)] = None,
     id: Annotated[str | None, typer.Option(
-        "--id", help="Id column for the join and the duplicate check [default: the first of "
-        "objID, specObjID, id].", show_default=False)] = None,
+        "--id", help="Id column for the join and the duplicate check (default: the first of "
+        "objID, specObjID, id present).", show_default=False)] = None,
     zphot: Annotated[str, typer.Option(
         "--zphot", help="Photo-z column(s) to score side by side, comma-separated, e.g. "
         "zphot,zphot_b16.")] = "zphot",
@@ -172,7 +178,7 @@ def score(
         show_default=False)] = None,
     bins: Annotated[str | None, typer.Option(
         "--bins", help="With --by: N equal-width bins over the data, or edges "
-        "'0,0.1,0.2,0.4' (last bin closed) [default: 10].", show_default=False)] = None,
+        "'0,0.1,0.2,0.4' (last bin closed); 10 bins if omitted.", show_default=False)] = None,
     drop_widest: Annotated[str | None, typer.Option(
         "--drop-widest", help="Extra trials removing these percentages of the widest PDFs "
         "(by width68), e.g. 10,20 (Table 2).", show_default=False)] = None,
