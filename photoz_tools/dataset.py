@@ -901,6 +901,11 @@ def pack(
                 writer = tables.TableWriter(
                     output, schema, format=format, metadata=metadata, provenance=provenance
                 )
+            if writer.format == "fits" and not writer.rows_written:
+                # FITS fixes a string column's width from the first rows written: pad them so
+                # that "validation" fits later (FITS drops trailing blanks on read)
+                i = schema.names.index("split")
+                arrays[i] = pa.array([v.ljust(10) for v in arrays[i].to_pylist()], pa.string())
             rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
             writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
             summary.rows += rb.num_rows

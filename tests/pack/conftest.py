@@ -55,3 +55,14 @@ def sdss_npz(tmp_path: Path):
         return path, cube, labels
 
     return _make
+
+
+@pytest.fixture
+def synth():
+    """The generators above, for tests (importlib mode cannot import conftest by name)."""
+
+    class Synth:
+        cube = staticmethod(make_cube)
+        labels = staticmethod(make_labels)
+
+    return Synth
