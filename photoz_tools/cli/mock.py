@@ -1,8 +1,172 @@
-"""pz-mock: not yet available (delivered by the pz-mock issue)."""
+"""pz-mock: a simulated SDSS survey (catalogue, frame index, corrected frames) for tests and the
+demo; `pz-mock serve DIR` answers as SkyServer and the SAS on 127.0.0.1.
 
-from photoz_tools.cli.common import main_for, not_yet_available
+Only parsing and reporting live here; the work is ``photoz_tools.mock.survey.mock``.
+"""
 
-app = not_yet_available("pz-mock", "pz-mock issue")
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from photoz_tools.cli.common import (
+    DebugOpt,
+    QuietOpt,
+    VersionOpt,
+    command_line,
+    console,
+    fail,
+    log,
+    main_for,
+    make_app,
+    progress,
+    state,
+)
+from photoz_tools.errors import PzUsageError
+
+HELP = """\
+Simulate an SDSS-like imaging survey of Main Galaxy Sample galaxies, in the archive's own
+formats, so every other pz-* command runs on it unchanged.
+
+Galaxies take z and ugriz from --photometry (the real MGS photometry, or any pz-query output)
+or from a colour-magnitude-redshift model the package ships (fitted to the real MGS). Each is
+drawn with GalSim as a bulge (Sersic n=4) + disk (n=1) whose total flux per band is its
+magnitude, sized by a size-luminosity relation and its angular-diameter distance, with random
+b/a and angle, redder bulges than disks, and Galactic extinction from a smooth E(B-V) map.
+Frames are SDSS corrected frames (2048x1489, nanomaggies, TAN WCS, HDU1-3 calib/sky/astrometry)
+with per-band seeing, sky noise and gain, fainter neighbours and stars; --deep-fraction puts
+galaxies in a "Stripe 82" region observed by --epochs runs.
+
+Writes into --out DIR: catalog.parquet (pz-query's columns plus the truth), frames.parquet (the
+frame index), frames/301/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 and mock.json. Seeded
+and reproducible; a rerun with the same options resumes.
+"""
+EXAMPLES = """\
+[bold]Examples[/bold]
+
+  pz-mock -n 3000 --seed 1 -o mock/
+
+  pz-mock --photometry ../shared/data/mgs-photometry/SDSS_MGS.train --repeat 3 -o train-sky/
+
+  pz-cutout mock/catalog.parquet --frames mock/frames -o cutouts.parquet
+"""
+SERVE_HELP = """\
+Serve a pz-mock survey folder as SkyServer (SQL over its catalogue and frame index) and as the
+SAS (its frames) on 127.0.0.1 until Ctrl-C, so pz-query and pz-cutout run against it unchanged.
+The URLs to pass them are printed on stdout.
+"""
+SERVE_EXAMPLES = """\
+[bold]Examples[/bold]
+
+  pz-mock serve mock/ --port 8765 &
+
+  pz-query --url http://127.0.0.1:8765 -o mgs.parquet
+"""
+
+app = make_app("pz-mock", HELP)
+
+
+@app.callback(invoke_without_command=True, epilog=EXAMPLES)
+def mock_cmd(
+    ctx: typer.Context,
+    out: Annotated[str | None, typer.Option(
+        "-o", "--out", help="Folder to write the survey into (created; resumed when it holds "
+        "the same survey).", show_default=False)] = None,
+    n: Annotated[int | None, typer.Option(
+        "-n", "--galaxies", help="Galaxies to render (default: every --photometry row, or 1000 "
+        "from the shipped model).", show_default=False)] = None,
+    photometry: Annotated[str | None, typer.Option(
+        "--photometry", help="Table with z and ugriz magnitudes (MGS whitespace file, FITS, "
+        "Parquet, CSV; pz-query's dered_petro_* names work).", show_default=False)] = None,
+    repeat: Annotated[int, typer.Option(
+        "--repeat", help="Render each photometry row this many times (new shape, position, "
+        "E(B-V), noise).")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    per_field: Annotated[float, typer.Option(
+        "--per-field", help="Catalogue galaxies per field (the density: SDSS's MGS has ~3).")]
+    = 200.0,
+    neighbours: Annotated[float, typer.Option(
+        "--neighbours", help="Fainter, uncatalogued galaxies (17.8 < r < 22) per field.")]
+    = 60.0,
+    stars: Annotated[float, typer.Option("--stars", help="Stars (14 < r < 22) per field.")]
+    = 30.0,
+    deep_fraction: Annotated[float, typer.Option(
+        "--deep-fraction", help="Share of galaxies in the multi-epoch 'Stripe 82' region.")]
+    = 0.0,
+    epochs: Annotated[int, typer.Option(
+        "--epochs", help="Runs (epochs) covering the deep region.")] = 4,
+    ebv: Annotated[float, typer.Option(
+        "--ebv", help="Median E(B-V) of the main region (the deep one has 1.5x).")] = 0.03,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", help="Worker processes (default: all cores).", show_default=False)]
+    = None,
+    compress: Annotated[bool, typer.Option(
+        "--compress/--no-compress", help="bzip2 the frames as the SAS does (--no-compress: "
+        "plain .fits, ~2x faster; pz-cutout --frames reads either).")] = True,
+    no_frames: Annotated[bool, typer.Option(
+        "--catalog-only", help="Write the catalogue and frame index, not the frames.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    version: VersionOpt = False,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None:
+        raise PzUsageError("give the folder to write with -o/--out DIR")
+    from photoz_tools.mock.survey import mock
+
+    with progress("rendering frames", unit="frames") as bar:
+        def report(done: int, total: int) -> None:
+            bar.update(total=total, completed=done)
+
+        res = mock(out, n=n, photometry=photometry, seed=seed, per_field=per_field,
+                   neighbours=neighbours, stars=stars, repeat=repeat,
+                   deep_fraction=deep_fraction, epochs=epochs, jobs=jobs, compress=compress,
+                   ebv_median=ebv, frames=not no_frames, command=command_line(),
+                   progress=report)
+    log(f"{res.n_galaxies} galaxies over {res.area_deg2:.3f} deg2 ({res.density_deg2:.0f} per "
+        f"deg2), {res.n_fields} fields, {res.frames_written} of {res.n_frames} frames written "
+        f"in {res.seconds:.1f} s ({res.n_galaxies / res.seconds:.0f} galaxies/s)")
+    log(f"catalogue {res.catalog}, frame index {res.frames_index}, frames under {out}/frames")
+
+
+@app.command("serve", help=SERVE_HELP, epilog=SERVE_EXAMPLES)
+def serve_cmd(
+    folder: Annotated[str, typer.Argument(help="A pz-mock output folder.", show_default=False)],
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    root = Path(folder)
+    manifest = root / "mock.json"
+    if not manifest.is_file():
+        fail(f"{folder}: not a pz-mock survey (no mock.json); make one with pz-mock -o {folder}")
+    import json
+
+    from photoz_tools.sdss.standin import serve
+
+    info = json.loads(manifest.read_text())
+    catalog = root / info.get("catalog", "catalog.parquet")
+    index = root / info.get("frames_index", "frames.parquet")
+    for p in (catalog, index):
+        if not p.is_file():
+            fail(f"{p}: missing from the survey folder; rerun pz-mock -o {folder}")
+    from photoz_tools.tables import read_table
+
+    def ready(standin) -> None:
+        print(f"skyserver {standin.url}", flush=True)
+        print(f"sas {standin.sas_url}", flush=True)
+        log(f"serving {folder} ({catalog.name}, {index.name}) on {standin.url}; Ctrl-C stops")
+        if not state.quiet:
+            console().print(f"  pz-query --url {standin.url} -o mgs.parquet", highlight=False)
+
+    serve(catalog=read_table(str(catalog)), frames=read_table(str(index)), sas_root=root,
+          host=host, port=port, ready=ready)
+
+
 main = main_for(app)
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ _MGS_COLUMNS = ["zs", "u", "g", "r", "i", "z", "u-g", "g-r", "r-i", "i-z",
 
 @dataclass
 class Photometry:
-    """Intrinsic (dereddened) galaxy photometry: redshift, ugriz magnitudes and their 1-sigma errors.
+    """Intrinsic (dereddened) galaxy photometry: redshift, ugriz magnitudes, 1-sigma errors.
 
     `source_row` keeps the row of the input table each galaxy came from, so a train/test split
     made on the photometry survives rendering (a test row never leaks into training).
@@ -107,7 +107,7 @@ def _from_columns(cols: dict[str, np.ndarray], where: str) -> Photometry:
 
 
 def read_photometry(path: str | Path) -> Photometry:
-    """Any supported table: the MGS whitespace files, or FITS/Parquet/CSV through photoz_tools.tables."""
+    """The MGS whitespace files, or any FITS/Parquet/CSV table through photoz_tools.tables."""
     path = Path(path)
     if not path.exists():
         raise PzError(f"{path}: no such photometry table (--photometry)")
@@ -145,7 +145,7 @@ class PhotometryModel:
 
     def sample(self, n: int, rng: np.random.Generator) -> Photometry:
         """n galaxies inside the MGS cuts (rejection on z in (0, 0.4] and r <= r_limit)."""
-        out: list[np.ndarray] = []
+        out: list[np.ndarray] = [np.empty((0, 6))]
         have = 0
         chol = np.linalg.cholesky(self.covariances)
         while have < n:
