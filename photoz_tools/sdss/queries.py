@@ -53,7 +53,8 @@ class Box:
 
     def __post_init__(self) -> None:
         for name in ("ra_min", "ra_max", "dec_min", "dec_max"):
-            v = getattr(self, name)
+            v = float(getattr(self, name))
+            object.__setattr__(self, name, v)  # numbers from numpy or ints: plain floats
             if not math.isfinite(v):
                 raise ValueError(f"sky box: {name} is not a finite number")
         if not (0.0 <= self.ra_min <= 360.0 and 0.0 <= self.ra_max <= 360.0):

@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -853,7 +854,9 @@ def frame_index_from_files(folder: str | os.PathLike) -> dict[str, np.ndarray]:
         with _open_any(path) as fh:
             header = fits.Header.fromfile(fh)
         nx, ny = header.get("NAXIS1", 2048), header.get("NAXIS2", 1489)
-        w = WCS(header, naxis=2)
+        with warnings.catch_warnings():  # SDSS frames still write RADECSYS
+            warnings.simplefilter("ignore")
+            w = WCS(header, naxis=2)
         xs = np.array([0.5, nx / 2 + 0.5, nx + 0.5])
         ys = np.array([0.5, ny / 2 + 0.5, ny + 0.5])
         gx, gy = np.meshgrid(xs, ys)
@@ -904,6 +907,7 @@ class _Fault:
     status: int = 500
     message: str = ""
     hang: float = 5.0
+    after: int = 0  # matching requests to let through first
 
 
 @dataclass
@@ -1029,7 +1033,8 @@ class StandIn:
 
     # faults
     def inject(self, kind: str, count: int = 1, *, target: str | None = None,
-               status: int = 500, message: str | None = None, hang: float = 5.0) -> None:
+               status: int = 500, message: str | None = None, hang: float = 5.0,
+               after: int = 0) -> None:
         """Make the next `count` requests to `target` fail.
 
         kind:
@@ -1040,6 +1045,8 @@ class StandIn:
           ``hang`` answer nothing for `hang` seconds, then close (past the client's timeout);
           ``truncate`` announce the full Content-Length, send half of the body, close.
         target: ``sql`` (default; ``sas`` for truncate), ``sas`` or ``any``.
+        after: let this many matching requests through first (a failure mid-way).
+        Faults queue up in the order injected.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -1051,7 +1058,7 @@ class StandIn:
                        "error200": "Error: Incorrect syntax near 'FORM'."}
         with self._lock:
             self._faults.append(_Fault(kind, int(count), target, status,
-                                       message or default_msg.get(kind, ""), hang))
+                                       message or default_msg.get(kind, ""), hang, int(after)))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1066,6 +1073,9 @@ class StandIn:
         with self._lock:
             for f in self._faults:
                 if f.remaining > 0 and f.target in (target, "any"):
+                    if f.after > 0:
+                        f.after -= 1
+                        return None
                     f.remaining -= 1
                     if f.remaining == 0:
                         self._faults.remove(f)
