@@ -696,8 +696,8 @@ def cutout(
 
 def _out_schema(schema, cell_shape, pa, tables):
     """The catalogue's fields + image (fixed-shape tensor) + n_frames (int16[5]) + cutout_flags."""
-    img_type = tables.to_arrow(np.zeros((0, *cell_shape), dtype=np.float32)).type
-    nfr_type = tables.to_arrow(np.zeros((0, len(BANDS)), dtype=np.int16)).type
+    img_type = tables.to_arrow(np.zeros((1, *cell_shape), dtype=np.float32)).type
+    nfr_type = tables.to_arrow(np.zeros((1, len(BANDS)), dtype=np.int16)).type
     return pa.schema(list(schema) + [
         pa.field("image", img_type, metadata={"unit": "nanomaggy"}),
         pa.field("n_frames", nfr_type),

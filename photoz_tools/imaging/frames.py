@@ -207,9 +207,12 @@ def load_frame(source: str | os.PathLike | bytes, name: str | None = None,
     if bscale != 1.0 or bzero != 0.0:
         image = image * np.float32(bscale) + np.float32(bzero)
     w2p, p2w = frame_wcs(header)
+    from photoz_tools.sdss.frameindex import _identity
+
+    run, camcol, fieldno = _identity(header, Path(name).name)
     return Frame(image=image, header=header, name=name, band=frame_band(header, name),
-                 run=int(header.get("RUN", -1)), rerun=str(header.get("RERUN", "301")).strip(),
-                 camcol=int(header.get("CAMCOL", -1)), field=int(header.get("FRAME", -1)),
+                 run=run, rerun=str(header.get("RERUN", "301")).strip(),
+                 camcol=camcol, field=fieldno,
                  world_to_pixel=w2p, pixel_to_world=p2w, raw=data if keep_raw else None)
 
 

@@ -141,9 +141,15 @@ class FrameIndex:
         if cache_file:
             _atomic_write_text(Path(cache_file), json.dumps(entries))
         refs, boxes = [], []
-        for key, e in entries.items():
+        seen: dict[tuple, int] = {}
+        # one file per frame: a mirror holding frame-r-...fits and .fits.bz2 must not count twice
+        for key, e in sorted(entries.items(), key=lambda kv: kv[0].endswith((".bz2", ".gz"))):
             if e.get("skip") or e["band"] not in bands:
                 continue
+            ident = (e["band"], e["run"], e["camcol"], e["field"], e["rerun"])
+            if ident in seen and e["run"] >= 0:
+                continue
+            seen[ident] = len(refs)
             refs.append(FrameRef(e["band"], e["run"], e["camcol"], e["field"], e["rerun"], key))
             boxes.append((e["ra_min"], e["ra_max"], e["dec_min"], e["dec_max"]))
         if not refs:
@@ -261,7 +267,11 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
 
 
 def _identity(header, name: str) -> tuple[int, int, int]:
-    """run, camcol, field from the header (RUN, CAMCOL, FRAME) or the SDSS file name."""
+    """run, camcol, field from the SDSS file name, else the header (RUN, CAMCOL, FRAME).
+
+    The name wins: FRAME is the frame's sequence number in its own camera row, which differs
+    from the field number outside r (the i frame of field 136 says FRAME = 138).
+    """
     parts = name.split(".")[0].split("-")
     from_name = None
     if len(parts) == 5 and parts[0] == "frame":
@@ -269,10 +279,10 @@ def _identity(header, name: str) -> tuple[int, int, int]:
             from_name = (int(parts[2]), int(parts[3]), int(parts[4]))
         except ValueError:
             from_name = None
-    run = header.get("RUN", from_name[0] if from_name else -1)
-    camcol = header.get("CAMCOL", from_name[1] if from_name else -1)
-    field = header.get("FRAME", header.get("FIELD", from_name[2] if from_name else -1))
-    return int(run), int(camcol), int(field)
+    if from_name:
+        return from_name
+    return (int(header.get("RUN", -1)), int(header.get("CAMCOL", -1)),
+            int(header.get("FIELD", header.get("FRAME", -1))))
 
 
 def refs_to_json(refs: Sequence[FrameRef]) -> list[dict]:
