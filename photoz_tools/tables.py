@@ -79,8 +79,16 @@ KNOWN_UNITS = {"ra": "deg", "dec": "deg", "image": "nanomaggy"}
 
 FORMATS = ("fits", "parquet", "csv", "ecsv", "votable")
 _FORMAT_ALIASES = {
-    "fits": "fits", "fit": "fits", "fts": "fits", "parquet": "parquet", "pq": "parquet",
-    "csv": "csv", "ecsv": "ecsv", "votable": "votable", "vot": "votable", "xml": "votable",
+    "fits": "fits",
+    "fit": "fits",
+    "fts": "fits",
+    "parquet": "parquet",
+    "pq": "parquet",
+    "csv": "csv",
+    "ecsv": "ecsv",
+    "votable": "votable",
+    "vot": "votable",
+    "xml": "votable",
 }
 _COMPRESSED = {".gz": "gzip", ".bz2": "bzip2"}
 _FITS_KEYS_MAP = "PZKEYS"  # JSON list of the metadata keys as given (FITS upper-cases them)
@@ -179,8 +187,9 @@ def _decompress(src: str, kind: str, name: str) -> str:
             shutil.copyfileobj(fin, fout, _CHUNK)
     except (OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
         _remove(out)
-        raise TableError(f"{name}: corrupt or truncated {kind} stream ({_first_line(exc)})"
-                         ) from None
+        raise TableError(
+            f"{name}: corrupt or truncated {kind} stream ({_first_line(exc)})"
+        ) from None
     except BaseException:
         _remove(out)
         raise
@@ -221,7 +230,10 @@ def _chunk(data: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
         if col.num_chunks == 1:
             return col.chunk(0)
         if col.num_chunks == 0:
-            return pa.array([], type=col.type)
+            t = col.type
+            if isinstance(t, pa.BaseExtensionType):
+                return pa.ExtensionArray.from_storage(t, pa.array([], type=t.storage_type))
+            return pa.array([], type=t)
         return col.combine_chunks()
     return col
 
@@ -381,7 +393,9 @@ class TableReader:
         return max(1, min(DEFAULT_BATCH_ROWS, DEFAULT_BATCH_BYTES // max(row_bytes, 1)))
 
     def iter_batches(
-        self, batch_rows: int | None = None, columns: Sequence[str] | None = None,
+        self,
+        batch_rows: int | None = None,
+        columns: Sequence[str] | None = None,
         with_offset: bool = False,
     ) -> Iterator[pa.RecordBatch]:
         """Yield record batches of at most `batch_rows` rows; memory bounded by the batch.
@@ -393,9 +407,13 @@ class TableReader:
         rows = batch_rows or self.batch_rows or self._default_batch_rows(cols)
         if rows < 1:
             raise ValueError("batch_rows must be >= 1")
-        schema = pa.schema([self.schema.field(c) if c in self.schema.names
-                            else self._file_schema.field(c) for c in cols],
-                           metadata=self.schema.metadata)
+        schema = pa.schema(
+            [
+                self.schema.field(c) if c in self.schema.names else self._file_schema.field(c)
+                for c in cols
+            ],
+            metadata=self.schema.metadata,
+        )
         offset = 0
         for batch in self._iter(rows, cols, schema):
             yield (offset, batch) if with_offset else batch
@@ -407,8 +425,9 @@ class TableReader:
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole table (or the selected columns) in memory: for small tables only."""
         cols = self.columns if columns is None else self._check_columns(columns)
-        schema = pa.schema([self._file_schema.field(c) for c in cols],
-                           metadata=self.schema.metadata)
+        schema = pa.schema(
+            [self._file_schema.field(c) for c in cols], metadata=self.schema.metadata
+        )
         batches = list(self.iter_batches(batch_rows=max(self.num_rows, 1), columns=cols))
         return pa.Table.from_batches(batches, schema=schema)
 
@@ -458,8 +477,9 @@ class _ParquetReader(TableReader):
             self._file_schema = self._pf.schema_arrow
         except (pa.ArrowException, OSError, ValueError) as exc:
             self.close()
-            raise TableError(f"{name}: not a readable Parquet file (truncated or corrupted?): "
-                             f"{_first_line(exc)}") from None
+            raise TableError(
+                f"{name}: not a readable Parquet file (truncated or corrupted?): {_first_line(exc)}"
+            ) from None
         self.num_rows = self._pf.metadata.num_rows
         self.metadata = _decode_meta(self._file_schema.metadata)
         try:
@@ -477,8 +497,9 @@ class _ParquetReader(TableReader):
             except StopIteration:
                 return
             except (pa.ArrowException, OSError) as exc:
-                raise TableError(f"{self.name}: corrupted Parquet data after row {offset} "
-                                 f"({_first_line(exc)})") from None
+                raise TableError(
+                    f"{self.name}: corrupted Parquet data after row {offset} ({_first_line(exc)})"
+                ) from None
             offset += batch.num_rows
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
@@ -503,24 +524,36 @@ class _FitsReader(TableReader):
             with open(path, "rb") as f:
                 head = f.read(9)
             if head != b"SIMPLE  =":
-                raise TableError(f"{name}: not a FITS file (it starts with {_describe_head(head)}, "
-                                 "not 'SIMPLE  =')")
+                raise TableError(
+                    f"{name}: not a FITS file (it starts with {_describe_head(head)}, "
+                    "not 'SIMPLE  =')"
+                )
             try:
                 self._fits = fitsio.FITS(path, "r")
                 hdus = list(self._fits)
             except (OSError, ValueError, RuntimeError) as exc:
-                raise TableError(f"{name}: not a readable FITS file (truncated or corrupted?): "
-                                 f"{_first_line(exc)}") from None
+                raise TableError(
+                    f"{name}: not a readable FITS file (truncated or corrupted?): "
+                    f"{_first_line(exc)}"
+                ) from None
             tables = [h for h in hdus if h.get_exttype() in ("BINARY_TBL", "ASCII_TBL")]
             if not tables:
-                raise TableError(f"{name}: no table HDU in this FITS file "
-                                 f"({_describe_hdus(hdus)}); pz-* tools read FITS binary tables")
+                raise TableError(
+                    f"{name}: no table HDU in this FITS file "
+                    f"({_describe_hdus(hdus)}); pz-* tools read FITS binary tables"
+                )
             self._hdu = tables[0]
+            if hasattr(self._hdu, "_maybe_decode_fits_ascii_strings_to_unicode_py3"):
+                # keep strings as bytes: we decode UTF-8 ourselves (fitsio's ASCII decode fails
+                # on any non-ASCII byte, and is slower)
+                self._hdu._maybe_decode_fits_ascii_strings_to_unicode_py3 = lambda array: array
             size = os.path.getsize(path)
             need = self._hdu.get_offsets()["data_end"]
             if need > size:
-                raise TableError(f"{name}: truncated FITS file: the table HDU needs {need} bytes, "
-                                 f"the file has {size}")
+                raise TableError(
+                    f"{name}: truncated FITS file: the table HDU needs {need} bytes, "
+                    f"the file has {size}"
+                )
             self.num_rows = int(self._hdu.get_nrows())
             header = self._hdu.read_header()
             self._file_schema, self._tnull = _fits_schema(self._hdu, header)
@@ -537,8 +570,9 @@ class _FitsReader(TableReader):
             try:
                 data = self._hdu[start:stop] if all_cols else self._hdu[cols][start:stop]
             except (OSError, ValueError, RuntimeError) as exc:
-                raise TableError(f"{self.name}: cannot read rows {start}-{stop - 1} "
-                                 f"({_first_line(exc)})") from None
+                raise TableError(
+                    f"{self.name}: cannot read rows {start}-{stop - 1} ({_first_line(exc)})"
+                ) from None
             yield _fits_to_batch(data, cols, schema, self._tnull)
 
     def _close_file(self) -> None:
@@ -611,8 +645,9 @@ def _fits_metadata(header) -> dict[str, str]:
     return raw
 
 
-def _fits_to_batch(data: np.ndarray, cols: list[str], schema: pa.Schema,
-                   tnull: dict[str, int]) -> pa.RecordBatch:
+def _fits_to_batch(
+    data: np.ndarray, cols: list[str], schema: pa.Schema, tnull: dict[str, int]
+) -> pa.RecordBatch:
     if data.dtype.names is None:  # fitsio gives a plain array for a single column
         data = {cols[0]: data}
     arrays = []
@@ -674,8 +709,9 @@ def _astropy_read(path: str, fmt: str, name: str):
             warnings.simplefilter("ignore")
             return Table.read(path, format=astropy_format)
     except Exception as exc:
-        raise TableError(f"{name}: not a readable {fmt.upper()} table: {_first_line(exc)}"
-                         ) from None
+        raise TableError(
+            f"{name}: not a readable {fmt.upper()} table: {_first_line(exc)}"
+        ) from None
 
 
 def _astropy_to_arrow(table) -> pa.Table:
@@ -741,9 +777,11 @@ def open_table(
             kind = _sniff(head)
         fmt = kind if kind in ("fits", "parquet") else (ext_fmt or kind)
         if fmt is None:
-            raise TableError(f"{label}: cannot tell the table format (starts with "
-                             f"{_describe_head(head)}); expected FITS, Parquet, CSV, ECSV or "
-                             "VOTable")
+            raise TableError(
+                f"{label}: cannot tell the table format (starts with "
+                f"{_describe_head(head)}); expected FITS, Parquet, CSV, ECSV or "
+                "VOTable"
+            )
         if fmt == "parquet":
             return _ParquetReader(label, path, temps, columns, batch_rows)
         if fmt == "fits":
@@ -794,8 +832,10 @@ class TableWriter:
             self.name = self.dest
             self.format = detect_format(self.dest) or _normalise_format(format)
             if self.format is None:
-                raise TableError(f"{self.dest}: cannot tell the output format from the extension "
-                                 "(use .fits, .fits.gz, .parquet, .csv, .ecsv or .vot)")
+                raise TableError(
+                    f"{self.dest}: cannot tell the output format from the extension "
+                    "(use .fits, .fits.gz, .parquet, .csv, .ecsv or .vot)"
+                )
             low = self.dest.lower()
             self._compress = next((k for e, k in _COMPRESSED.items() if low.endswith(e)), None)
             folder = os.path.dirname(os.path.abspath(self.dest))
@@ -806,7 +846,8 @@ class TableWriter:
         meta.update(provenance or {})
         self.metadata = meta
         self.schema = schema_with_units(schema).with_metadata(
-            {k.encode(): v.encode() for k, v in meta.items()} or None)
+            {k.encode(): v.encode() for k, v in meta.items()} or None
+        )
         self._check_format_can_hold()
         if self._stdout:
             self._tmp = _tempfile(None, "pz-stdout")
@@ -832,7 +873,8 @@ class TableWriter:
                 raise TableError(
                     f"{self.name}: column '{f.name}' holds {_shape_text(shape)} cells, which "
                     f"{self.format.upper()} cannot store; write FITS or Parquet, or drop the "
-                    "column")
+                    "column"
+                )
 
     # ------------------------------------------------------------------ writing
 
@@ -865,20 +907,27 @@ class TableWriter:
         if data.schema.names != names:
             missing = [n for n in names if n not in data.schema.names]
             if missing:
-                raise TableError(f"{self.name}: data to write lacks column '{missing[0]}' of the "
-                                 f"output schema (has: {', '.join(data.schema.names)})")
+                raise TableError(
+                    f"{self.name}: data to write lacks column '{missing[0]}' of the "
+                    f"output schema (has: {', '.join(data.schema.names)})"
+                )
             data = data.select(names)
         arrays = []
         for field, col in zip(self.schema, data.columns, strict=True):
             if col.type != field.type:
                 try:
-                    col = (_cast(col, field.type) if isinstance(col, pa.Array)
-                           else pa.chunked_array([_cast(c, field.type) for c in col.chunks],
-                                                 type=field.type))
+                    col = (
+                        _cast(col, field.type)
+                        if isinstance(col, pa.Array)
+                        else pa.chunked_array(
+                            [_cast(c, field.type) for c in col.chunks], type=field.type
+                        )
+                    )
                 except (pa.ArrowException, ValueError) as exc:
-                    raise TableError(f"{self.name}: column '{field.name}' is {col.type}, the "
-                                     f"output schema says {field.type} ({_first_line(exc)})"
-                                     ) from None
+                    raise TableError(
+                        f"{self.name}: column '{field.name}' is {col.type}, the "
+                        f"output schema says {field.type} ({_first_line(exc)})"
+                    ) from None
             arrays.append(col)
         if isinstance(data, pa.Table):
             return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -916,8 +965,14 @@ class TableWriter:
             self._open_fits(batch)
         rec = np.empty(batch.num_rows, dtype=self._fits_dtype)
         for name in self.schema.names:
-            rec[name] = _fits_column(batch, name, rec.dtype[name], self._fits_tnull.get(name),
-                                     self.name, self.rows_written)
+            rec[name] = _fits_column(
+                batch,
+                name,
+                rec.dtype[name],
+                self._fits_tnull.get(name),
+                self.name,
+                self.rows_written,
+            )
         try:
             self._fits_hdu.append(rec)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -986,8 +1041,9 @@ class TableWriter:
             f.write(",".join(self.schema.names) + "\n")
 
     def _compressed_copy(self) -> str:
-        out = _tempfile(os.path.dirname(os.path.abspath(self.dest)),
-                        os.path.basename(self.dest), ".tmpz")
+        out = _tempfile(
+            os.path.dirname(os.path.abspath(self.dest)), os.path.basename(self.dest), ".tmpz"
+        )
         opener = gzip.open if self._compress == "gzip" else bz2.open
         try:
             with open(self._tmp, "rb") as fin, opener(out, "wb") as fout:
@@ -1034,8 +1090,9 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape) if len(shape) > 1 else f"{shape[0]}-value"
 
 
-def _fits_dtype(schema: pa.Schema, first: pa.RecordBatch | None,
-                name: str) -> tuple[np.dtype, dict[str, int]]:
+def _fits_dtype(
+    schema: pa.Schema, first: pa.RecordBatch | None, name: str
+) -> tuple[np.dtype, dict[str, int]]:
     """numpy record dtype of the FITS table for an Arrow schema (string widths from `first`)."""
     fields = []
     tnull: dict[str, int] = {}
@@ -1061,8 +1118,10 @@ def _fits_dtype(schema: pa.Schema, first: pa.RecordBatch | None,
         elif pa.types.is_integer(vt) or pa.types.is_floating(vt):
             base = np.dtype(vt.to_pandas_dtype())
         else:
-            raise TableError(f"{name}: column '{f.name}' of type {vt} cannot be written to FITS; "
-                             "write Parquet instead")
+            raise TableError(
+                f"{name}: column '{f.name}' of type {vt} cannot be written to FITS; "
+                "write Parquet instead"
+            )
         if base.kind in "iu" and not shape and (first is None or first.column(f.name).null_count):
             info = np.iinfo(base)
             tnull[f.name] = int(info.min if base.kind == "i" else info.max)
@@ -1073,8 +1132,9 @@ def _fits_dtype(schema: pa.Schema, first: pa.RecordBatch | None,
     return np.dtype(fields), tnull
 
 
-def _fits_column(batch: pa.RecordBatch, name: str, dt: np.dtype, tnull: int | None,
-                 where: str, offset: int) -> np.ndarray:
+def _fits_column(
+    batch: pa.RecordBatch, name: str, dt: np.dtype, tnull: int | None, where: str, offset: int
+) -> np.ndarray:
     col = _chunk(batch, name)
     if dt.kind == "S" or (dt.subdtype is None and dt.kind == "S"):
         values = np.char.encode(_values_numpy(col).astype(str), "utf-8")
@@ -1085,14 +1145,17 @@ def _fits_column(batch: pa.RecordBatch, name: str, dt: np.dtype, tnull: int | No
             raise TableError(
                 f"{where}: column '{name}' row {offset + row} holds a {int(lengths[row])}-byte "
                 f"string, longer than the FITS column width {width} fixed by the first batch; "
-                "write Parquet, or write the table in one batch")
+                "write Parquet, or write the table in one batch"
+            )
         return values
     base = dt.base if dt.subdtype else dt
     if col.null_count and base.kind in "iu" and not dt.subdtype:
         if tnull is None:
-            raise TableError(f"{where}: column '{name}' has null values from row {offset} on "
-                             "that FITS cannot mark (no TNULL set by the first batch); "
-                             "write Parquet")
+            raise TableError(
+                f"{where}: column '{name}' has null values from row {offset} on "
+                "that FITS cannot mark (no TNULL set by the first batch); "
+                "write Parquet"
+            )
         col = col.fill_null(tnull)
     return column_array(pa.RecordBatch.from_arrays([col], names=[name]), name)
 
@@ -1119,7 +1182,7 @@ def _write_fits_metadata(hdu, metadata: dict[str, str]) -> None:
         if key in metadata:
             text = f"{key}: {_fits_header_value(metadata[key])}"
             for i in range(0, len(text), 70):
-                hdu.write_history(text[i:i + 70])
+                hdu.write_history(text[i : i + 70])
 
 
 def _arrow_to_astropy(table: pa.Table):
@@ -1161,8 +1224,9 @@ def write_table(
     """Write a whole table (atomically where `dest` is a path)."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    with TableWriter(dest, table.schema, format=format, metadata=metadata,
-                     provenance=provenance) as writer:
+    with TableWriter(
+        dest, table.schema, format=format, metadata=metadata, provenance=provenance
+    ) as writer:
         writer.write(table)
 
 
@@ -1183,8 +1247,9 @@ def _schema_of(where: TableReader | pa.Schema | pa.RecordBatch | pa.Table) -> pa
     return where.schema
 
 
-def require_columns(where: TableReader | pa.Schema, names: Iterable[str], what: str = "",
-                    name: str | None = None) -> None:
+def require_columns(
+    where: TableReader | pa.Schema, names: Iterable[str], what: str = "", name: str | None = None
+) -> None:
     """TableError "FILE: no column 'z' (columns: a, b, ...)" for the first missing name.
 
     `name` (or the reader's name) is the FILE; `what` says what the column is for, e.g.
@@ -1193,7 +1258,7 @@ def require_columns(where: TableReader | pa.Schema, names: Iterable[str], what: 
     """
     schema = _schema_of(where)
     present = list(schema.names)
-    for col in ([names] if isinstance(names, str) else names):
+    for col in [names] if isinstance(names, str) else names:
         if col in present:
             continue
         file = _where_name(where, name)
@@ -1204,8 +1269,9 @@ def require_columns(where: TableReader | pa.Schema, names: Iterable[str], what: 
         hint = f"; did you mean '{near[0]}'?" if near else ""
         prefix = f"{file}: " if file else ""
         about = f" ({purpose})" if purpose else ""
-        raise TableError(f"{prefix}no column '{col}'{about}{hint} (columns: "
-                         f"{_list_names(present)})")
+        raise TableError(
+            f"{prefix}no column '{col}'{about}{hint} (columns: {_list_names(present)})"
+        )
 
 
 def _list_names(names: Sequence[str], limit: int = 40) -> str:
@@ -1214,9 +1280,13 @@ def _list_names(names: Sequence[str], limit: int = 40) -> str:
     return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
 
 
-def check_cell(where: TableReader | pa.Schema | pa.RecordBatch | pa.Table, name: str,
-               shape: Sequence[int | None], dtypes: str | Sequence[str], what: str = "",
-               ) -> tuple[int, ...]:
+def check_cell(
+    where: TableReader | pa.Schema | pa.RecordBatch | pa.Table,
+    name: str,
+    shape: Sequence[int | None],
+    dtypes: str | Sequence[str],
+    what: str = "",
+) -> tuple[int, ...]:
     """Check that column `name` holds cells of `shape` (None: any length on that axis) and one of
     `dtypes` ("float32", ...); TableError naming file, column, found and expected otherwise.
     Returns the actual cell shape (e.g. (180,) for a pdf, to learn the number of bins).
@@ -1234,15 +1304,17 @@ def check_cell(where: TableReader | pa.Schema | pa.RecordBatch | pa.Table, name:
     except (NotImplementedError, TypeError):
         found_dtype = str(vt)
     shape_ok = len(found_shape) == len(shape) and all(
-        s is None or s == f for s, f in zip(shape, found_shape, strict=True))
+        s is None or s == f for s, f in zip(shape, found_shape, strict=True)
+    )
     if shape_ok and found_dtype in [str(np.dtype(d)) for d in allowed]:
         return found_shape
     expected = " or ".join(str(np.dtype(d)) for d in allowed)
     want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
     got = "scalar" if not found_shape else str(tuple(found_shape))
     prefix = f"{file}: " if file else ""
-    raise TableError(f"{prefix}column '{name}' holds {found_dtype} {got} cells; expected "
-                     f"{expected} {want}")
+    raise TableError(
+        f"{prefix}column '{name}' holds {found_dtype} {got} cells; expected {expected} {want}"
+    )
 
 
 def find_id_column(names: Sequence[str], requested: str | None = None) -> str | None:
@@ -1274,8 +1346,9 @@ def finite_rows(batch: pa.RecordBatch | pa.Table, columns: Sequence[str]) -> np.
     return keep
 
 
-def check_finite(batch: pa.RecordBatch, columns: Sequence[str], where: str,
-                 drop_option: str, row_offset: int = 0) -> None:
+def check_finite(
+    batch: pa.RecordBatch, columns: Sequence[str], where: str, drop_option: str, row_offset: int = 0
+) -> None:
     """TableError naming the column, the count of NaN/inf rows and the option that drops them."""
     for name in columns:
         bad = ~finite_rows(batch, [name])
@@ -1286,15 +1359,19 @@ def check_finite(batch: pa.RecordBatch, columns: Sequence[str], where: str,
                 f"{where}: column '{name}' has NaN/inf or null values in {n} row"
                 f"{'s' if n != 1 else ''} of rows {row_offset}-"
                 f"{row_offset + batch.num_rows - 1} (first: row {first}); "
-                f"{drop_option} drops those rows")
+                f"{drop_option} drops those rows"
+            )
 
 
 def check_unique_ids(values: np.ndarray | pa.Array | Sequence, column: str, where: str) -> None:
     """TableError when an id repeats: how many ids repeat, and one of them with its count.
 
     For a streamed table, concatenate the id column of every batch (8 bytes a row) first."""
-    arr = values.to_numpy(zero_copy_only=False) if isinstance(values, pa.Array | pa.ChunkedArray) \
+    arr = (
+        values.to_numpy(zero_copy_only=False)
+        if isinstance(values, pa.Array | pa.ChunkedArray)
         else np.asarray(values)
+    )
     if len(arr) < 2:
         return
     uniq, counts = np.unique(arr, return_counts=True)
@@ -1306,7 +1383,8 @@ def check_unique_ids(values: np.ndarray | pa.Array | Sequence, column: str, wher
         raise TableError(
             f"{where}: {k} duplicate value{'s' if k != 1 else ''} in id column '{column}' "
             f"(e.g. {example} appears {int(counts[i])} times); ids must be unique: "
-            "remove the duplicate rows (keep the first of each) or choose another column with --id")
+            "remove the duplicate rows (keep the first of each) or choose another column with --id"
+        )
 
 
 def provenance_metadata(
