@@ -73,8 +73,9 @@ def test_calibration_nanomaggies(real_frames):
         assert frame.header["BUNIT"].strip() == "nanomaggy"
         calib = frame.calibration()
         assert calib.shape == (2048,)
-        # the header's NMGY is the typical nanomaggies-per-count of the vector
-        assert np.median(calib) == pytest.approx(frame.header["NMGY"], rel=0.1)
+        # the header's NMGY is a nanomaggies-per-count of the same order (flat field varies)
+        assert np.all(calib > 0) and np.isfinite(calib).all()
+        assert 0.7 < np.median(calib) / frame.header["NMGY"] < 1.4
         counts = frame.counts()
         sky = frame.sky()
         # back in counts, sky-dominated pixels sit at HDU 2's sky level (tens to hundreds of DN)
