@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from photoz_tools import tables
+from photoz_tools.errors import PzError, PzUsageError
 
 N = 60
 
@@ -199,12 +200,14 @@ def test_npz_label_map_and_example_format(cli, sdss_npz, tmp_path, synth):
     assert t.column("z").type == pa.float64() and t.num_rows == 12
 
 
-def test_row_groups_are_sized_for_streaming(cli, tmp_path, synth):
+def test_row_groups_are_sized_for_streaming(tmp_path, synth):
     n = 1000  # ~82 MB of images: more than one ~64 MB row group
     np.savez(
         tmp_path / "big.npz", cube=np.zeros((n, 64, 64, 5), np.float32) + 1, labels=synth.labels(n)
     )
-    run_ok(cli, str(tmp_path / "big.npz"), "-o", str(tmp_path / "big.parquet"))
+    from photoz_tools.dataset import pack
+
+    pack(tmp_path / "big.npz", tmp_path / "big.parquet", validation=0)
     md = pq.ParquetFile(tmp_path / "big.parquet").metadata
     sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     assert sum(sizes) == n and len(sizes) >= 2 and max(sizes) <= 1024
@@ -215,9 +218,6 @@ def test_row_groups_are_sized_for_streaming(cli, tmp_path, synth):
     [
         ("dup", [], 1, "appears more than once"),
         ("ok", ["--test-fold", "7"], 2, "--test-fold 7"),
-        ("ok", ["--label-map", "nosuch=x"], 2, "--label-map"),
-        ("ok", ["--id", "nosuch"], 1, "no id column"),
-        ("ok", ["--validation", "abc"], 2, "--validation"),
     ],
 )
 def test_errors_are_one_line(cli, cutouts_and_catalog, tmp_path, make, args, code, message):
@@ -231,6 +231,24 @@ def test_errors_are_one_line(cli, cutouts_and_catalog, tmp_path, make, args, cod
     assert out.returncode == code, err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        ({"label_map": {"nosuch": "x"}}, PzUsageError, "--label-map"),
+        ({"id_column": "nosuch"}, PzError, "no id column"),
+        ({"validation": 10_000}, PzUsageError, "--validation"),
+        ({"folds": 1}, PzUsageError, "--folds"),
+    ],
+)
+def test_api_errors_name_the_option(cutouts_and_catalog, tmp_path, kw, error, message):
+    from photoz_tools.dataset import pack
+
+    cut, cat, *_ = cutouts_and_catalog
+    with pytest.raises(error, match=message):
+        pack(cut, tmp_path / "x.parquet", catalog=cat, **kw)
     assert not (tmp_path / "x.parquet").exists()
 
 
