@@ -177,17 +177,26 @@ def coverage_on_frame(frame: Frame, world: tuple[np.ndarray, np.ndarray]) -> np.
 class RenderResult:
     images: np.ndarray  # (n, size, size, 5) float32
     n_frames: np.ndarray  # (n, 5) int16
-    flags: np.ndarray  # (n,) int32
+    flags: np.ndarray  # (n,) int32 (per-band flags OR-ed; see finish_flags)
+
+
+def finish_flags(flags: np.ndarray, n_frames: np.ndarray) -> np.ndarray:
+    """The row flags from per-band flags (n, 5) or (n,), adding missing bands from n_frames."""
+    out = np.bitwise_or.reduce(flags, axis=1) if flags.ndim == 2 else flags.copy()
+    out[(n_frames == 0).any(axis=1)] |= FLAG_MISSING_BAND | FLAG_OFF_FRAME
+    return out.astype(np.int32)
 
 
 def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
            refs: Sequence[FrameRef], store: FrameStore, fill: float = 0.0,
            resampler: str = "native", size: int = SIZE,
-           scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> RenderResult:
+           scale_arcsec: float = PIXEL_SCALE_ARCSEC, bands: str = BANDS) -> RenderResult:
     """Cutouts of galaxies given, per galaxy, the indices (into `refs`) of candidate frames.
 
     Each candidate frame is loaded once and resampled for all galaxies that list it; per band
-    the frames that cover a pixel are combined with the median (one frame: itself).
+    the frames that cover a pixel are combined with the median (one frame: itself). Only
+    `bands` are rendered (the others stay `fill`); the flags are those of these bands, without
+    the missing-band flag unless all five bands are rendered (see :func:`finish_flags`).
     """
     ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
     dec = np.atleast_1d(np.asarray(dec, dtype=np.float64))
@@ -198,6 +207,8 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
     world = cutout_world(ra, dec, size, scale_arcsec) if n else None
     c0, c1 = (size - 1) // 2, size // 2  # the central pixel(s) around FITS (size+1)/2
     for b, band in enumerate(BANDS):
+        if band not in bands:
+            continue
         users: dict[int, list[int]] = {}
         for g, cand in enumerate(candidates):
             for f in cand:
@@ -258,7 +269,8 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
         flags[uncovered[:, c0:c1 + 1, c0:c1 + 1].any(axis=(1, 2))] |= FLAG_OFF_FRAME
         combined[uncovered] = fill
         images[..., b] = combined
-    flags[(n_frames == 0).any(axis=1)] |= FLAG_MISSING_BAND | FLAG_OFF_FRAME
+    if bands == BANDS:
+        flags = finish_flags(flags, n_frames)
     return RenderResult(images, n_frames, flags)
 
 
@@ -329,16 +341,18 @@ class Partial:
                 old = json.loads(meta.read_text())
             except ValueError:
                 old = None
-            if old == signature and (self.folder / "images.npy").is_file():
+            if old == signature and (self.folder / "flags.npy").is_file():
                 return self.done()
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         n, s = self.nrows, self.size
-        np.lib.format.open_memmap(self.folder / "images.npy", "w+", np.float32,
-                                  (n, s, s, len(BANDS))).flush()
+        for band in BANDS:  # one file per band: a task writes one contiguous block
+            np.lib.format.open_memmap(self.folder / f"image_{band}.npy", "w+", np.float32,
+                                      (n, s, s)).flush()
         np.lib.format.open_memmap(self.folder / "n_frames.npy", "w+", np.int16,
                                   (n, len(BANDS))).flush()
-        np.lib.format.open_memmap(self.folder / "flags.npy", "w+", np.int32, (n,)).flush()
+        np.lib.format.open_memmap(self.folder / "flags.npy", "w+", np.int32,
+                                  (n, len(BANDS))).flush()
         (self.folder / "done.txt").write_text("")
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps(signature))
@@ -352,11 +366,15 @@ class Partial:
                 out.add(int(line))
         return out
 
-    def write(self, rows: np.ndarray, result: RenderResult) -> None:
-        for name, arr in (("images", result.images), ("n_frames", result.n_frames),
-                          ("flags", result.flags)):
+    def write(self, rows: np.ndarray, result: RenderResult, band: str) -> None:
+        b = BANDS.index(band)
+        for name, arr in ((f"image_{band}", result.images[..., b]),
+                          ("n_frames", result.n_frames[:, b]), ("flags", result.flags)):
             mm = np.load(self.folder / f"{name}.npy", mmap_mode="r+")
-            mm[rows] = arr
+            if mm.ndim == 2:
+                mm[rows, b] = arr
+            else:
+                mm[rows] = arr
             mm.flush()
             del mm
 
@@ -366,9 +384,13 @@ class Partial:
             f.flush()
             os.fsync(f.fileno())
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(np.load(self.folder / f"{n}.npy", mmap_mode="r")  # type: ignore[return-value]
-                     for n in ("images", "n_frames", "flags"))
+    def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """images (k, S, S, 5), n_frames (k, 5) and row flags (k,) of rows a..b-1."""
+        images = np.stack([np.load(self.folder / f"image_{band}.npy", mmap_mode="r")[a:b]
+                           for band in BANDS], axis=-1)
+        nfr = np.array(np.load(self.folder / "n_frames.npy", mmap_mode="r")[a:b])
+        flags = np.array(np.load(self.folder / "flags.npy", mmap_mode="r")[a:b])
+        return images, nfr, finish_flags(flags, nfr)
 
 
 # --------------------------------------------------------------------------- workers
@@ -399,13 +421,14 @@ def _worker_init(job: _Job) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _worker_run(task: int, rows: np.ndarray, ra: np.ndarray, dec: np.ndarray,
+def _worker_run(task: int, band: str, rows: np.ndarray, ra: np.ndarray, dec: np.ndarray,
                 cands: list[list[int]]) -> tuple[int, int, int, dict[str, str]]:
     job, store = _worker_job, _worker_store
     assert job is not None and store is not None
     reads0, bytes0 = store.reads, store.bytes_read
-    result = render(ra, dec, cands, job.refs, store, job.fill, job.resampler, job.size)
-    Partial(Path(job.folder), job.nrows, job.size).write(rows, result)
+    result = render(ra, dec, cands, job.refs, store, job.fill, job.resampler, job.size,
+                    bands=band)
+    Partial(Path(job.folder), job.nrows, job.size).write(rows, result, band)
     errors = {k: v for k, v in store.errors.items()}
     return task, store.reads - reads0, store.bytes_read - bytes0, errors
 
@@ -559,11 +582,16 @@ def cutout(
     log(f"{nrows} rows; frames: {source}")
 
     # ---- tasks, partial folder, resume
-    tasks = plan_tasks(candidates, refs, task_rows)
+    groups = plan_tasks(candidates, refs, task_rows)
+    # a task is one group of galaxies in one band: bands need disjoint frames, so the five
+    # run in parallel and each frame is still read once per group
+    tasks = [(g, band) for g in range(len(groups)) for band in BANDS
+             if any(refs[f].band == band for row in groups[g] for f in candidates[row])]
     signature = {"rows": nrows, "ra": float(ra_v.sum()) if nrows else 0.0,
                  "dec": float(dec_v.sum()) if nrows else 0.0, "refs": len(refs),
                  "frames": str(frames), "index": str(frame_index), "resampler": resampler,
-                 "fill": fill, "tasks": [int(t[0]) for t in tasks], "task_rows": task_rows}
+                 "fill": fill, "groups": [int(t[0]) for t in groups], "task_rows": task_rows,
+                 "ntasks": len(tasks)}
     to_stdout = output is None or str(output) == "-"
     tmpdir = None
     if output is not None and not to_stdout and resume:
@@ -584,13 +612,14 @@ def cutout(
                resampler)
     reads = nbytes = 0
     errors: dict[str, str] = {}
-    rows_done = sum(len(tasks[i]) for i in done)
+    total = sum(len(groups[g]) for g, _ in tasks)
     if progress is not None:
-        progress.update(total=nrows, completed=rows_done)
+        progress.update(total=total, completed=sum(len(groups[tasks[i][0]]) for i in done))
 
     def args(i):
-        rows = tasks[i]
-        return (i, rows, ra_v[rows], dec_v[rows], [candidates[g] for g in rows])
+        g, band = tasks[i]
+        rows = groups[g]
+        return (i, band, rows, ra_v[rows], dec_v[rows], [candidates[r] for r in rows])
 
     def finished(res):
         nonlocal reads, nbytes
@@ -600,7 +629,7 @@ def cutout(
         nbytes += b
         errors.update(errs)
         if progress is not None:
-            progress.advance(len(tasks[i]))
+            progress.advance(len(groups[tasks[i][0]]))
 
     try:
         if nworkers == 1:
@@ -625,7 +654,6 @@ def cutout(
             warn(f"... and {len(errors) - 3} more frames could not be read")
 
         # ---- assemble in input order
-        images, nfr, flg = partial.arrays()
         meta = {"pz_cutout_size": str(SIZE),
                 "pz_cutout_pixel_scale_arcsec": str(PIXEL_SCALE_ARCSEC),
                 "pz_cutout_bands": BANDS, "pz_cutout_resampler": resampler,
@@ -637,14 +665,22 @@ def cutout(
         out_batches = []
         writer = None
         start = 0
+        n_flagged = dict.fromkeys(FLAG_NAMES.values(), 0)
+        shown: list[np.ndarray] = []
+        cell = (SIZE, SIZE, len(BANDS))
         try:
             for batch in batches():
                 stop = start + batch.num_rows
+                images, nfr, flg = partial.rows(start, stop)
+                for bit, name in FLAG_NAMES.items():
+                    n_flagged[name] += int(((flg & bit) != 0).sum())
+                if preview is not None and sum(len(x) for x in shown) < preview_count:
+                    shown.append(images[:preview_count])
                 ext = pa.RecordBatch.from_arrays(
-                    [*batch.columns, tables.to_arrow(np.asarray(images[start:stop])),
-                     tables.to_arrow(np.asarray(nfr[start:stop])),
-                     pa.array(np.asarray(flg[start:stop]))],
-                    schema=_out_schema(batch.schema, images.shape[1:], pa, tables))
+                    [*batch.columns, tables.to_arrow(images), tables.to_arrow(nfr),
+                     pa.array(flg)],
+                    schema=_out_schema(batch.schema, cell, pa, tables))
+                del images
                 start = stop
                 if output is None:
                     out_batches.append(ext)
@@ -658,7 +694,7 @@ def cutout(
                     import pyarrow as pa2
 
                     empty = _out_schema(reader.schema if reader else cat_table.schema,
-                                        images.shape[1:], pa2, tables)
+                                        cell, pa2, tables)
                     writer = tables.TableWriter(output, empty, format=format, metadata=meta,
                                                 provenance=prov)
                 writer.close()
@@ -666,13 +702,10 @@ def cutout(
         finally:
             if writer is not None:
                 writer.abort()
-        n_flagged = {name: int(((flg[:] & bit) != 0).sum()) for bit, name in FLAG_NAMES.items()}
-        if preview is not None:
+        if preview is not None and shown:
             from photoz_tools.imaging.preview import preview_grid
 
-            k = min(preview_count, nrows)
-            preview_grid(np.asarray(images[:k]), preview)
-        del images, nfr, flg
+            preview_grid(np.concatenate(shown)[:preview_count], preview)
     finally:
         if reader is not None:
             reader.close()

@@ -21,7 +21,8 @@ def lupton_rgb(image: np.ndarray, stretch: float = 0.5, q: float = 8.0,
 
     img = np.nan_to_num(np.asarray(image, dtype=np.float64))
     r, g, b = (img[..., 3] * scales[0], img[..., 2] * scales[1], img[..., 1] * scales[2])
-    rgb = make_lupton_rgb(r, g, b, stretch=stretch, Q=q)
+    with np.errstate(invalid="ignore", divide="ignore"):  # blank (uncovered) panels
+        rgb = make_lupton_rgb(r, g, b, stretch=stretch, Q=q)
     return rgb[::-1]  # FITS row 0 is the southern edge: flip so north is up on screen
 
 
