@@ -273,33 +273,31 @@ class NpzSource:
                 self.columns.append((hm.name, m, None))
         if skipped:
             log(f"{self.where}: skipped members not of {self.rows} rows: {', '.join(skipped)}")
-        self._heads = {m: (hm.dtype, hm.row_shape) for m, hm in heads.items()}
+        kinds = {m: (hm.dtype, hm.row_shape) for m, hm in heads.items()}
         # names: default renames (case-insensitive), then the user's map (exact, then ci)
         renamed: list[tuple[str, str, str | None]] = []
-        used = set()
+        self.labels_info: list[tuple[str, str, str]] = []  # (label, dtype and shape, output)
+        used, changes = set(), []
         for name, m, f in self.columns:
             new = NPZ_DEFAULT_MAP.get(name.lower(), name)
-            if name in label_map:
-                new = label_map[name]
-                used.add(name)
-            else:
-                hit = _ci(list(label_map), name)
-                if hit is not None:
-                    new = label_map[hit]
-                    used.add(hit)
+            hit = name if name in label_map else _ci(list(label_map), name)
+            if hit is not None:
+                new = label_map[hit]
+                used.add(hit)
             if new:
                 renamed.append((new, m, f))
+            if new != name:
+                changes.append(f"{name}->{new or '(dropped)'}")
+            dt, shape = kinds[m]
+            if f is not None:
+                dt, shape = dt[f].base, dt[f].shape
+            self.labels_info.append((name, f"{dt}{list(shape) if shape else ''}", new or "-"))
         unknown = set(label_map) - used
         if unknown:
             raise PzUsageError(
                 f"--label-map: no label {', '.join(sorted(unknown))} in "
                 f"{self.where} (labels: {', '.join(n for n, _, _ in self.columns)})"
             )
-        changes = [
-            f"{old}->{new}"
-            for (old, _, _), (new, _, _) in zip(self.columns, renamed, strict=False)
-            if old != new
-        ]
         self.columns = renamed
         names = [n for n, _, _ in self.columns]
         dup = {n for n in names if names.count(n) > 1}
@@ -415,7 +413,7 @@ def image_flags(images: np.ndarray, n_frames: np.ndarray | None = None) -> np.nd
         return flags
     finite = np.isfinite(images).all(axis=(1, 2))  # (n, bands)
     flags[~finite.all(axis=1)] |= NONFINITE
-    empty = ~(np.nan_to_num(images, nan=1.0) != 0).any(axis=(1, 2))  # a band of exact zeros
+    empty = ~(images != 0).any(axis=(1, 2))  # a band of exact zeros (NaN != 0 counts as data)
     missing = empty.any(axis=1)
     if n_frames is not None:
         missing |= (np.asarray(n_frames) <= 0).any(axis=1)
@@ -705,6 +703,7 @@ def pack(
     command_line: str | None = None,
     log: Callable[[str], None] | None = None,
     advance: Callable[[int], None] | None = None,
+    total: Callable[[int], None] | None = None,
 ) -> PackSummary:
     """Build a dataset from cutouts + catalogue (tables) or from the authors' ``.npz``.
 
@@ -814,6 +813,8 @@ def pack(
     del labels
 
     # ---- pass 2: stream images, check them, write
+    if total is not None:
+        total(n)
     split_names = pa.array(list(SPLITS))
     image_type = pa.fixed_shape_tensor(pa.float32(), IMAGE_SHAPE)
     tail_fields = [

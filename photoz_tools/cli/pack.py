@@ -141,6 +141,14 @@ def pack(
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", help="Images read per batch (memory ~80 kB each).")
     ] = 512,
+    list_labels: Annotated[
+        bool,
+        typer.Option(
+            "--list-labels",
+            help="Print the labels of a .npz (name, dtype, output column after renaming) as "
+            "tab-separated lines on stdout and exit: the names to use in --label-map.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     version: VersionOpt = False,
@@ -149,6 +157,17 @@ def pack(
     from photoz_tools.dataset import pack as pack_dataset
     from photoz_tools.dataset import parse_label_map, report
 
+    if list_labels:
+        from photoz_tools.dataset import NpzSource
+
+        if not input.lower().endswith(".npz"):
+            raise PzUsageError("--list-labels reads a .npz path")
+        src = NpzSource(input, parse_label_map(label_map), log)
+        print("label\tdtype\tcolumn")
+        for row in src.labels_info:
+            print("\t".join(row))
+        src.close()
+        return
     tf = (
         None
         if test_fold.strip().lower() in ("none", "-1", "")
@@ -174,6 +193,7 @@ def pack(
             command_line=command_line(),
             log=log,
             advance=bar.advance,
+            total=lambda n: bar.update(total=n),
         )
     if summary.bad:
         what = ", ".join(f"{c} {w}" for w, c in summary.bad.items())

@@ -260,3 +260,13 @@ def test_python_api(cutouts_and_catalog, tmp_path):
     assert s.rows == N - 8 and s.no_catalog == 5 and s.no_cutout == 13
     assert sum(sum(v) for v in s.per_split_fold.values()) == s.rows
     assert s.per_split_fold["validation"] == [0, 0, 0, 0]
+
+
+def test_list_labels_names_the_columns_for_label_map(cli, sdss_npz):
+    path, _, _ = sdss_npz(n=5)
+    out = run_ok(cli, str(path), "--list-labels", "--label-map", "mags=")
+    rows = [ln.split("\t") for ln in out.stdout.decode().splitlines()]
+    assert rows[0] == ["label", "dtype", "column"]
+    got = {r[0]: (r[1], r[2]) for r in rows[1:]}
+    assert got["EBV"] == ("float32", "ebv") and got["zphot"] == ("float32", "zphot_b16")
+    assert got["mags"] == ("float32[5]", "-") and got["specObjID"] == ("int64", "specObjID")
