@@ -99,7 +99,9 @@ class SasClient:
                 last = f"HTTP {exc.code}"
                 if exc.code < 500 and exc.code != 429:
                     break
-            except (IncompleteRead, HTTPException, urllib.error.URLError, TimeoutError,
+            except IncompleteRead as exc:
+                last = f"truncated body ({len(exc.partial)} bytes, {exc.expected} missing)"
+            except (HTTPException, urllib.error.URLError, TimeoutError,
                     ConnectionError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except FrameError as exc:
