@@ -6,6 +6,7 @@ Only parsing, reporting and output live here; the work is ``photoz_tools.sdss.qu
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,23 +48,25 @@ complete, with units and provenance. `pz-query frames` writes the index of imagi
 EXAMPLES = """\
 [bold]Examples[/bold]
 
-  pz-query -o mgs.parquet                                 [dim]# the paper's ~500k galaxies[/dim]
+  pz-query -o mgs.parquet                        [dim]# the paper's ~500k galaxies[/dim]
 
   pz-query --box 150,160,0,5 --r-max 17.5 --limit 1000 -o small.fits
 
-  pz-query --sql my.sql --release 16 -o out.csv          [dim]# any SQL, comments allowed[/dim]
+  pz-query --sql my.sql --release 16 -o out.csv  [dim]# any SQL, with comments[/dim]
 
-  pz-query frames mgs.parquet -o frames.parquet          [dim]# frames under the catalogue[/dim]
+  pz-query frames mgs.parquet -o frames.parquet  [dim]# the frames it needs[/dim]
 """
 
 FRAMES_HELP = """\
-Write the index of SDSS imaging frames that pz-cutout needs: one row per field (every epoch:
-Stripe 82's many runs included, primary or not) whose bounding box overlaps a sky box (--box or
---ra-min...) or the sky covered by the positions in CATALOG (cells of --cell degrees, grown by
---margin arcsec).
+The index of SDSS imaging frames (every epoch) for a sky box or a catalogue.
+
+One row per field (Stripe 82's many runs included, primary or not) whose bounding box overlaps a
+sky box (--box or --ra-min...) or the sky covered by the positions in CATALOG (cells of --cell
+degrees, grown by --margin arcsec). pz-cutout reads it to find every frame under a cutout.
 
 Columns: fieldID, run, rerun, camcol, field (the frames are
-frames/RERUN/RUN/CAMCOL/frame-[ugriz]-RUN6-CAMCOL-FIELD4.fits.bz2 on the SAS) and ra_min, ra_max,
+frames/RERUN/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 on the SAS, BAND
+in ugriz) and ra_min, ra_max,
 dec_min, dec_max (deg; SkyServer's Field.raMin...decMax; ra_min > ra_max across RA = 0).
 Paging, retries and resuming work as for pz-query.
 """
@@ -75,6 +78,16 @@ FRAMES_EXAMPLES = """\
   pz-query frames mgs.parquet --margin 60 -o frames.parquet
 """
 
+
+
+def _wrap(text: str) -> str:
+    """Paragraphs refilled to 76 columns: rich keeps the source's line breaks."""
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    return "\n\n".join(textwrap.fill(p, 76, break_on_hyphens=False) for p in paragraphs)
+
+
+HELP = _wrap(HELP)
+FRAMES_HELP = _wrap(FRAMES_HELP)
 app = make_app("pz-query", HELP)
 
 # --------------------------------------------------------------------------- shared options
@@ -82,8 +95,8 @@ app = make_app("pz-query", HELP)
 ReleaseOpt = Annotated[int, typer.Option("--release", help="SDSS data release (DR number).")]
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", help="SkyServer base URL [default: $PZ_SKYSERVER_URL or "
-                 "https://skyserver.sdss.org].", show_default=False),
+    typer.Option("--url", help="SkyServer base URL (default: $PZ_SKYSERVER_URL, else "
+                 "https://skyserver.sdss.org).", show_default=False),
 ]
 BoxOpt = Annotated[
     str | None,
@@ -105,8 +118,9 @@ BackoffOpt = Annotated[float, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer.")]
 SpoolOpt = Annotated[
     str | None,
-    typer.Option("--spool", help="Resume folder for the pages [default: "
-                 "$PZ_QUERY_SPOOL or ~/.cache/photoz-tools/query/HASH].", show_default=False),
+    typer.Option("--spool", help="Resume folder for the pages (default: a folder named by the "
+                 "query's hash in $PZ_QUERY_SPOOL, else ~/.cache/photoz-tools/query).",
+                 show_default=False),
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore pages left by an interrupted run.")]
 KeepOpt = Annotated[bool, typer.Option("--keep-spool",
@@ -152,7 +166,7 @@ def _run_and_write(job: Any, output: str, format: str | None, fresh: bool, keep_
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     write_table(table, output, format=format, metadata=meta,
                 provenance=provenance_metadata(command_line(), [job.client.query_url]))
-    log(f"{table.num_rows:,} rows, {job.requests} requests"
+    log(f"{table.num_rows:,} rows, {job.requests} request{'s' if job.requests != 1 else ''}"
         + ("" if output == "-" else f" -> {output}"))
     if not keep_spool:
         job.cleanup()

@@ -1,0 +1,91 @@
+"""query(): keyset paging over several pages, limits, cuts, sky boxes, resuming after a failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from photoz_tools.errors import PzError
+from photoz_tools.sdss.query import MGS_COLUMNS, plan_query, query
+
+from .conftest import expected_mgs
+
+FAST = {"retries": 1, "backoff": 0.001, "timeout": 5.0}
+
+
+def test_pages_cover_the_selection_exactly(standin, catalog, tmp_path):
+    want = expected_mgs(catalog)
+    assert len(want) > 3000
+    t = query(url=standin.url, page_size=500, spool=tmp_path / "s", **FAST)
+    assert t.column_names == list(MGS_COLUMNS)
+    assert t.column("specObjID").to_pylist() == want.tolist()  # ordered, no gap, no duplicate
+    sqls = standin.sql_requests
+    assert len(sqls) == len(want) // 500 + 1
+    assert all("TOP 500" in s for s in sqls) and "specObjID >" not in sqls[0]
+    assert f"s.specObjID > {want[499]}" in sqls[1]
+    assert t.schema.field("ra").metadata[b"unit"] == b"deg"
+    assert t.schema.field("dered_petro_r").metadata[b"unit"] == b"mag"
+    assert t.schema.metadata[b"pz_sdss_release"] == b"12"
+    r = t.column("dered_petro_r").to_numpy()
+    assert r.max() <= 17.8 and t.column("z").to_numpy().max() <= 0.4
+    ebv = t.column("ebv").to_numpy()
+    np.testing.assert_allclose(ebv, t.column("extinction_r").to_numpy() / 2.751)
+    assert not (tmp_path / "s").exists()  # the resume folder goes once the result is complete
+
+
+def test_limit_cuts_and_box(standin, catalog):
+    t = query(url=standin.url, page_size=500, limit=1234, **FAST)
+    assert t.column("specObjID").to_pylist() == expected_mgs(catalog)[:1234].tolist()
+    assert "TOP 234" in standin.sql_requests[-1] and len(standin.sql_requests) == 3
+    t = query(url=standin.url, r_max=17.0, z_max=0.2, box=(100, 200, 0, 30), **FAST)
+    want = expected_mgs(catalog, r_max=17.0, z_max=0.2, box=(100, 200, 0, 30))
+    assert 0 < len(want) and t.column("specObjID").to_pylist() == want.tolist()
+    t = query(url=standin.url, box=(100, 200, 0, 30), where="p.expAB_r > 0.5", **FAST)
+    assert t.column("ba").to_numpy().min() > 0.5
+
+
+def test_resume_fetches_only_the_missing_pages(standin, catalog, tmp_path):
+    want = expected_mgs(catalog)
+    spool = tmp_path / "resume"
+    standin.inject("error200", 2, after=3)  # pages 1-3 answer, page 4 fails twice
+    with pytest.raises(PzError, match="after 2 attempts"):
+        query(url=standin.url, page_size=500, spool=spool, **FAST)
+    assert len(list(spool.glob("*.parquet"))) == 3
+    first_run = len(standin.sql_requests)
+    assert first_run == 5
+    job = plan_query(url=standin.url, page_size=500, spool=spool, **FAST)
+    t = job.run()
+    again = standin.sql_requests[first_run:]
+    assert len(again) == len(want) // 500 + 1 - 3
+    assert f"s.specObjID > {want[1499]}" in again[0]
+    assert t.column("specObjID").to_pylist() == want.tolist()
+    assert job.requests == len(again)
+    # a third run finds everything spooled and asks nothing
+    job.run()
+    assert len(standin.sql_requests) == first_run + len(again)
+    job.cleanup()
+    assert not spool.exists()
+
+
+def test_other_query_in_spool_starts_afresh(standin, tmp_path):
+    spool = tmp_path / "s"
+    query(url=standin.url, limit=10, spool=spool, keep_spool=True, **FAST)
+    logs: list[str] = []
+    t = query(url=standin.url, limit=20, spool=spool, log=logs.append, **FAST)
+    assert t.num_rows == 20 and any("another query" in m for m in logs)
+
+
+def test_sql_runs_as_given(standin):
+    t = query("SELECT TOP 3 ra, dec -- where\nFROM PhotoObjAll ORDER BY ra DESC", url=standin.url,
+              **FAST)
+    assert t.column_names == ["ra", "dec"] and t.num_rows == 3
+    assert t.schema.field("ra").metadata[b"unit"] == b"deg"
+
+
+@pytest.mark.remote
+def test_live_skyserver():
+    """One small query against the real SkyServer (pytest -m remote, needs the internet)."""
+    t = query(limit=5, page_size=5, box=(150, 151, 2, 3), retries=2, timeout=120)
+    assert 0 < t.num_rows <= 5
+    assert set(MGS_COLUMNS) == set(t.column_names)
+    assert (t.column("dered_petro_r").to_numpy() <= 17.8).all()
