@@ -837,6 +837,10 @@ def pack(
             }
         )
     }
+    if tsrc is not None:  # how the cutouts were made travels with them
+        metadata.update(
+            {k: v for k, v in tsrc.reader.metadata.items() if k.startswith("pz_cutout")}
+        )
     provenance = tables.provenance_metadata(
         command_line or "pz-pack", [src_name] + ([str(catalog)] if catalog is not None else [])
     )

@@ -117,7 +117,9 @@ def pack(
         int,
         typer.Option(
             "--flag-mask",
-            help="Bits of pz-cutout's flags column that make a row bad (default: all).",
+            help="Bits of pz-cutout's cutout_flags that make a row bad (default: all). Its bits: "
+            "1 edge, 2 missing band, 4 NaN input, 8 centre off frame, 16 fetch failed; "
+            "--flag-mask 30 keeps cutouts that only touch a frame edge.",
             show_default=False,
         ),
     ] = -1,
