@@ -41,7 +41,11 @@ class SkyServerError(PzError):
 
 
 class _Retryable(Exception):
-    """One failed attempt that may succeed when repeated."""
+    """One failed attempt that may succeed when repeated (`answer`: SkyServer said why)."""
+
+    def __init__(self, message: str, answer: bool = False) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 def check_body(text: str, content_type: str = "") -> None:
@@ -64,11 +68,11 @@ def check_body(text: str, content_type: str = "") -> None:
         header = first if not first.startswith("#Table") else (
             lines[1].strip() if len(lines) > 1 else "")
         if "error_message" in head[:2000] or header.lower() in ("error", "errors"):
-            raise _Retryable("an error message: " + " ".join(head[:200].split()))
+            raise _Retryable("an error message: " + " ".join(head[:200].split()), answer=True)
         return
     if not head:
         raise _Retryable("an empty answer")
-    raise _Retryable("an error message: " + " ".join(first.split())[:200])
+    raise _Retryable("an error message: " + " ".join(first.split())[:200], answer=True)
 
 
 def _astropy_to_arrow(table) -> pa.Table:
@@ -171,20 +175,24 @@ class SkyServer:
         if not clean:
             raise SkyServerError("the SQL is empty (only comments?)")
         last = ""
+        answer = False
         for attempt in range(self.retries + 1):
             try:
                 return self._attempt(clean)
             except _Retryable as exc:
-                last = str(exc)
+                last, answer = str(exc), exc.answer
                 if attempt == self.retries:
                     break
                 wait = min(self.max_backoff, self.backoff * 2**attempt)
                 wait *= 1.0 + 0.1 * random.random()
                 self.log(f"SkyServer: {last}; retry {attempt + 1}/{self.retries} in {wait:.3g} s")
                 self.sleep(wait)
+        n = self.retries + 1
+        hint = ("check the SQL (or retry later if SkyServer is overloaded)" if answer
+                else "try again later or raise --retries/--timeout")
         raise SkyServerError(
-            f"SkyServer query failed after {self.retries + 1} attempts, last with {last} "
-            f"from {self.url} (DR{self.release}): try again later or raise --retries/--timeout")
+            f"SkyServer query failed after {n} attempt{'s' if n > 1 else ''}, last with {last} "
+            f"from {self.url} (DR{self.release}): {hint}")
 
 
 def _empty_from_header(text: str) -> pa.Table:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from photoz_tools.sdss.queries import EXTINCTION_COEFFS
+from photoz_tools.sdss.queries import EXTINCTION_COEFFS, FRAMES_COLUMNS
 
 BANDS = "ugriz"
 
@@ -441,9 +441,15 @@ class Dataset:
 
     def __init__(self, catalog: Any = None, fields: Any = None) -> None:
         self.catalog = _as_columns(catalog)
+        if not self.catalog:  # no catalogue: SkyServer's tables, empty
+            self.catalog = {c: np.array([], dtype=np.int64 if c.endswith("ID") else float)
+                            for c in ("specObjID", "objID", "ra", "dec", "z")}
         self.cat = _lower_map(self.catalog)
-        self.n = len(next(iter(self.cat.values()))) if self.cat else 0
+        self.n = len(next(iter(self.cat.values())))
         self.fields = _as_columns(fields)
+        if not self.fields:  # no frames: an empty Field table
+            self.fields = {c: np.array([], dtype=float if "_" in c else np.int64)
+                           for c in FRAMES_COLUMNS}
         self.fld = _lower_map(self.fields)
         self.nf = len(next(iter(self.fld.values()))) if self.fld else 0
         self._derived: dict[tuple[str, str], np.ndarray | None] = {}
@@ -484,7 +490,9 @@ class Dataset:
                  "insidemask": lambda: g("insidemask") if g("insidemask") is not None
                  else self._full(0),
                  "rerun": lambda: g("rerun") if g("rerun") is not None else self._full(301),
-                 "expab_r": lambda: g("expab_r", "ba")}
+                 "expab_r": lambda: g("expab_r", "ba"),
+                 "run": lambda: g("run"), "camcol": lambda: g("camcol"),
+                 "field": lambda: g("field")}
             for b in BANDS:
                 m[f"extinction_{b}"] = (lambda b=b: g(f"extinction_{b}") if f"extinction_{b}"
                                         in self.cat else (None if self._ebv() is None else
@@ -544,8 +552,9 @@ class Dataset:
         return arr
 
 
-_NULLABLE = {"zerr", "z", "expab_r",
-             *(f"{p}_{b}" for p in ("petromagerr", "psffwhm", "sky") for b in BANDS)}
+_NULLABLE = {"zerr", "z", "expab_r", "run", "camcol", "field",
+             *(f"{p}_{b}" for p in ("petromag", "extinction", "petromagerr", "psffwhm", "sky")
+               for b in BANDS)}
 
 
 def field_id(run: Any, rerun: Any, camcol: Any, fld: Any, sky_version: int = 2) -> np.ndarray:
@@ -1190,8 +1199,11 @@ class StandIn:
         if path.startswith("/sas/"):
             rels.append(path[len("/sas/"):])
         for rel in rels:
-            candidate = (self.sas_root / rel).resolve()
-            if candidate.is_file() and self.sas_root in candidate.parents:
+            parts = [p for p in rel.split("/") if p not in ("", ".")]
+            if ".." in parts or "\\" in rel:  # never outside sas_root (symlinks inside are fine)
+                continue
+            candidate = self.sas_root.joinpath(*parts)
+            if candidate.is_file():
                 return candidate
         return None
 
