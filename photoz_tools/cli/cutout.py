@@ -37,16 +37,19 @@ Frames come from a local folder (--frames DIR: any layout, .fits/.fits.bz2/.fits
 from their headers, no network) or from the SAS (--frame-index, a 'pz-query frames' table;
 without it each row's own run/camcol/field), through a verified cache (--cache). With -o FILE
 a killed run resumes from FILE.partial/.
+"""
+EXAMPLES = """\
+[bold]Examples[/bold]
 
-[bold]Example[/bold]
+  pz-cutout mgs.fits --frame-index frames.parquet -o cutouts.parquet
 
-  pz-cutout galaxies.parquet --frames ~/sdss/frames -o cutouts.parquet --preview first.png
+  pz-cutout galaxies.parquet --frames ~/sdss -o cut.parquet --preview cut.png
 """
 
 app = make_app("pz-cutout", HELP)
 
 
-@app.command(help=HELP)
+@app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
     catalog: InputArg = "-",
     output: Annotated[str, typer.Option("-o", "--output", help="Output table (written "
