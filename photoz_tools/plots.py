@@ -50,6 +50,10 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
     ests = data.estimators
     main = ests[0]
     ok0 = np.isfinite(main.zphot)
+    if not ok0.any():
+        from photoz_tools.errors import PzError
+
+        raise PzError(f"--plot: {main.name} has no non-null values to plot")
     fig, axes = plt.subplots(2, 3, figsize=(15, 9.2))
     fig.suptitle(f"pz-score: {data.source}  (truth: {data.truth}, N = {int(ok0.sum()):,})",
                  fontsize=12)

@@ -180,9 +180,12 @@ def collect(
     drop_nan: bool = False,
     batch_rows: int | None = None,
     warn: Warn | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> ScoreData:
-    """Stream the predictions (and join the truth) into the O(N) columns scoring needs."""
+    """Stream the predictions (and join the truth) into the O(N) columns scoring needs.
+
+    `progress(n_rows, total=None)` is called once with the table's row count, then per batch.
+    """
     from photoz_tools.tables import column_array, find_id_column, open_table
 
     warn = warn or _default_warn
@@ -194,6 +197,8 @@ def collect(
         src = reader.name
         names = list(reader.column_names)
         bins = _bins_from_metadata(reader.metadata, src)
+        if progress:
+            progress(0, total=reader.num_rows)
 
         # estimators and their PDFs
         estimators: list[Estimator] = []
@@ -465,7 +470,8 @@ def metrics_rows(
                  f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows")
     if data.group is not None:
         glabels, gidx = _labels(data.group)
-    levels: list[float | None] = [0.0, *drop_widest] if drop_widest else [None]
+    levels: list[float | None] = ([0.0, *dict.fromkeys(d for d in drop_widest if d)]
+                                  if drop_widest else [None])
     rows: list[dict[str, Any]] = []
     for est in data.estimators:
         valid = np.isfinite(est.zphot)

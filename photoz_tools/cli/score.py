@@ -98,24 +98,32 @@ def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: st
 
     stream = sys.stderr if to_stderr else sys.stdout
     tty = stream.isatty()
-    console = Console(file=stream, highlight=False, width=None if tty else 160,
-                      no_color=not tty, force_terminal=tty or None)
     keys = [k for k in _SHOW if any(k in r for r in rows)]
     # PDF metrics only where some estimator has them
     keys = [k for k in keys if k not in ("crps", "pit_ks", "pit_cvm", "width68")
             or any(r.get(k) == r.get(k) and r.get(k) is not None for r in rows)]
     table = Table(box=box.SIMPLE_HEAD if tty else box.ASCII2)
-    for k in keys:
-        header = _SHOW[k][0].format(by=by or "", group=group or "group")
-        table.add_column(header, justify="left" if k in ("estimator", "group") else "right")
+    cells = []
     for r in rows:
-        style = "dim" if r.get("group") in ("mean", "std") and tty else None
-        if r.get("group") == "mean":
-            style = "bold"
-        cells = [_cell(r.get(k), _SHOW[k][1]) for k in keys]
+        line = [_cell(r.get(k), _SHOW[k][1]) for k in keys]
         if r.get("group") == "std":  # N there is the total, already on the mean row
-            cells[keys.index("N")] = ""
-        table.add_row(*cells, style=style)
+            line[keys.index("N")] = ""
+        cells.append(line)
+    for i, k in enumerate(keys):
+        header = _SHOW[k][0].format(by=by or "", group=group or "group")
+        width = max([len(header), *(len(c[i]) for c in cells)])
+        table.add_column(header, justify="left" if k in ("estimator", "group") else "right",
+                         no_wrap=True, min_width=width)
+    # never drop or elide a column: a narrow terminal wraps the lines instead
+    need = sum(c.min_width or 0 for c in table.columns) + 3 * len(keys) + 4
+    width = max(need, Console(file=stream).width) if tty else max(need, 100)
+    console = Console(file=stream, highlight=False, width=width, no_color=not tty,
+                      force_terminal=tty or None)
+    for r, line in zip(rows, cells, strict=True):
+        style = "dim" if r.get("group") == "std" and tty else None
+        if r.get("group") == "mean" and tty:
+            style = "bold"
+        table.add_row(*line, style=style)
     console.print(title, style="bold" if tty else None, soft_wrap=True, markup=False)
     console.print(table)
 
@@ -226,11 +234,16 @@ def score(
         if not os.path.isdir(folder):
             raise PzError(f"-o {output}: folder {folder} does not exist")
 
-    total = None
-    with progress("scoring", total=total) as bar:
+    with progress("scoring", total=None) as bar:
+
+        def tick(n: int, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(total=total)
+            bar.advance(n)
+
         data = scoring.collect(input, truth=truth, zphot=zphot, truth_table=truth_table, id=id,
                                by=by, group=group, dedupe=dedupe, drop_nan=drop_nan,
-                               batch_rows=batch_size, warn=warn, progress=bar.advance)
+                               batch_rows=batch_size, warn=warn, progress=tick)
     rows = scoring.metrics_rows(data, eta_threshold=eta_threshold, bins=spec,
                                 drop_widest=drops, warn=warn)
     meta = {"pz_score_source": str(data.source), "pz_score_truth": truth,
