@@ -155,8 +155,10 @@ class SkyServer:
         except requests.exceptions.Timeout:
             raise _Retryable(f"no answer within {self.timeout:g} s (timeout)") from None
         except requests.exceptions.ConnectionError as exc:
-            reason = "connection dropped" if "Aborted" in str(exc) or "closed" in str(exc) \
-                else "connection failed"
+            text = str(exc)
+            reason = ("connection refused" if "refused" in text.lower() else
+                      "connection dropped" if "Aborted" in text or "closed" in text else
+                      "connection failed")
             raise _Retryable(f"{reason} ({type(exc).__name__})") from None
         except requests.exceptions.RequestException as exc:  # ChunkedEncodingError, ...
             raise _Retryable(f"broken answer ({type(exc).__name__}: {exc})") from None

@@ -89,3 +89,13 @@ def test_live_skyserver():
     assert 0 < t.num_rows <= 5
     assert set(MGS_COLUMNS) == set(t.column_names)
     assert (t.column("dered_petro_r").to_numpy() <= 17.8).all()
+
+
+@pytest.mark.remote
+def test_live_frames_stripe82_epochs():
+    """Stripe 82 fields come back for every epoch, not only the primary run."""
+    from photoz_tools.sdss.query import query_frames
+
+    t = query_frames((323.33, 323.34, -0.75, -0.74), retries=2, timeout=120)
+    assert 2583 in t.column("run").to_pylist()
+    assert len(set(t.column("run").to_pylist())) > 2
