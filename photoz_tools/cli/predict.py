@@ -28,14 +28,19 @@ z_hi68, width68, pz_flags and the 180-bin pdf; the bin edges and the bundle's ha
 metadata. Rows with NaN pixels or a missing ebv get null predictions and pz_flags bit 1.
 The bundle is -m BUNDLE, else $PZ_MODEL, else the default registered by pz-train --default or
 pz-predict --set-default.
+"""
+EXAMPLES = """\
+[bold]Examples[/bold]
 
-[bold]Example[/bold]: pz-predict -m model/ catalog.fits > zphot.parquet
+  pz-predict -m model/ catalog.fits > zphot.parquet
+
+  pz-predict catalog.parquet --tta --pdf float16 --qp pdfs.hdf5 -o zphot.parquet
 """
 
 app = make_app("pz-predict", HELP)
 
 
-@app.command(help=HELP)
+@app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
     input: Annotated[str | None, typer.Argument(
         help="Input table with image and ebv columns (FITS/Parquet; '-' or nothing: stdin).",

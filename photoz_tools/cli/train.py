@@ -28,14 +28,19 @@ halfway, batch 128, random 90-degree rotations and flips), checks them on a vali
 each epoch (loss and PIT flatness), and writes each member as a .keras file with manifest.json.
 A checkpoint is written every --checkpoint-every steps: after a crash or kill -9, rerun the same
 command and it resumes.
+"""
+EXAMPLES = """\
+[bold]Examples[/bold]
 
-[bold]Example[/bold]: pz-train dataset.parquet -o model/ --arch paper --members 6 --fold 0 --default
+  pz-train dataset.parquet -o model/ --arch paper --members 6 --fold 0 --default
+
+  pz-train dataset.parquet --arch small --epochs 50 --dry-run
 """
 
 app = make_app("pz-train", HELP)
 
 
-@app.command(help=HELP)
+@app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
     dataset: InputArg = "-",
     output: Annotated[str, typer.Option("-o", "--output", help="Bundle folder to write.",

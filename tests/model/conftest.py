@@ -94,3 +94,9 @@ def _train_tiny(out: Path, dataset: Path, env: dict[str, str]) -> Path:
         capture_output=True, env={**os.environ, **env}, timeout=600)
     assert r.returncode == 0, r.stderr.decode()
     return out
+
+
+@pytest.fixture(scope="session")
+def make_dataset():
+    """`make_dataset(path, n, seed=0, folds=0, split=False, **extra_columns)` writes a table."""
+    return write_dataset
