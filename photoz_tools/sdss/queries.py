@@ -114,8 +114,15 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
+def _compact(item: str) -> str:
+    """``p.ra AS ra`` -> ``p.ra``: SkyServer names a plain column as typed, and astroquery sends
+    the SQL in the URL (IIS limits a query string to 2048 bytes by default)."""
+    expr, _, name = item.rpartition(" AS ")
+    return expr if expr.split(".")[-1] == name else item
+
+
 def mgs_select_list() -> list[str]:
-    """The default query's output columns as ``expression AS name``."""
+    """The default query's output columns (``expression AS name`` where the name differs)."""
     cols = [
         "s.specObjID AS specObjID",
         "p.objID AS objID",
@@ -133,7 +140,7 @@ def mgs_select_list() -> list[str]:
     cols += ["p.run AS run", "p.rerun AS rerun", "p.camcol AS camcol", "p.field AS field",
              "g.primtarget AS primtarget",
              "pz.z AS zphot_b16", "pz.zErr AS zphot_b16_err"]
-    return cols
+    return [_compact(c) for c in cols]
 
 
 def box_conditions(box: Box | None, ra: str, dec: str) -> list[str]:
@@ -211,9 +218,8 @@ def frames_sql(box: Box | None = None, top: int | None = None, after: int | None
     A field overlaps when its bounding box (Field.raMin..raMax, decMin..decMax) intersects the
     sky box; pz-cutout then tests each frame's WCS exactly.
     """
-    select = ["f.fieldID AS fieldID", "f.run AS run", "f.rerun AS rerun", "f.camcol AS camcol",
-              "f.field AS field", "f.raMin AS ra_min", "f.raMax AS ra_max",
-              "f.decMin AS dec_min", "f.decMax AS dec_max"]
+    select = ["f.fieldID", "f.run", "f.rerun", "f.camcol", "f.field", "f.raMin AS ra_min",
+              "f.raMax AS ra_max", "f.decMin AS dec_min", "f.decMax AS dec_max"]
     where: list[str] = []
     if box is not None:
         if box.wraps:

@@ -39,7 +39,8 @@ def _types(names: Iterable[str]) -> dict[str, pa.DataType]:
     return {n: (pa.int64() if n in _INT_COLUMNS else pa.float64()) for n in names}
 
 
-MGS_COLUMNS = tuple(item.rsplit(" AS ", 1)[1] for item in Q.mgs_select_list())
+MGS_COLUMNS = tuple(item.rsplit(" AS ", 1)[1] if " AS " in item else item.split(".")[-1]
+                    for item in Q.mgs_select_list())
 
 
 def default_spool_root() -> Path:

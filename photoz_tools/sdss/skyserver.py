@@ -173,9 +173,17 @@ class SkyServer:
 
     def query(self, sql: str) -> pa.Table:
         """Run `sql` and return its rows as an Arrow table; SkyServerError after all retries."""
-        clean = strip_sql_comments(sql)
+        try:
+            clean = strip_sql_comments(sql)
+        except ValueError as exc:
+            raise SkyServerError(f"the SQL is malformed: {exc}") from None
         if not clean:
             raise SkyServerError("the SQL is empty (only comments?)")
+        from urllib.parse import quote_plus
+
+        if len(quote_plus(clean)) > 1900:  # astroquery sends it in the URL
+            self.log(f"the SQL takes {len(quote_plus(clean))} bytes in the URL; servers may "
+                     "refuse query strings over 2048 bytes (HTTP 404/414): shorten it")
         last = ""
         answer = False
         for attempt in range(self.retries + 1):
