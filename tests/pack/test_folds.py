@@ -75,3 +75,12 @@ def test_mgs_cut_where_columns_exist():
     keep = mgs_mask(cols, 4, notes.append)
     assert keep.tolist() == [True, False, True, False]
     assert any("primtarget" in n for n in notes)
+
+
+def test_image_flags_exact_where_squares_overflow_or_underflow():
+    img = np.zeros((3, 64, 64, 5), np.float32) + 1
+    img[0, 0, 0, 1] = 1e30  # finite, its square is inf
+    img[1, :, :, 3] = 0
+    img[1, 7, 7, 3] = 1e-30  # not an empty band, its square is 0
+    img[2, 1, 1, 4] = -np.inf
+    assert image_flags(img).tolist() == [0, 0, NONFINITE]
