@@ -260,8 +260,12 @@ def column_array(data: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
     shape, vt = _cell_shape(arr.type)
     n = len(arr)
     if not shape:
+        if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+            return _equal_lists(arr, name)
         return _values_numpy(arr)
     if isinstance(arr.type, pa.FixedShapeTensorType):
+        if arr.type.permutation and list(arr.type.permutation) != sorted(arr.type.permutation):
+            return arr.to_numpy_ndarray()  # a non-trivial layout: let Arrow apply it
         storage = arr.storage
     else:
         storage = arr
@@ -270,6 +274,20 @@ def column_array(data: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
         flat = flat.flatten()  # respects slice offsets; null cells keep their slots
     values = _values_numpy(flat)
     return values.reshape((n, *shape))
+
+
+def _equal_lists(arr: pa.Array, name: str) -> np.ndarray:
+    """A variable-length list column (pandas writes those) whose cells all have one length."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if len(arr) and (arr.null_count or (lengths != lengths[0]).any()):
+        raise TableError(
+            f"column '{name}' holds lists of differing lengths (or nulls); "
+            "expected one length in every row"
+        )
+    k = int(lengths[0]) if len(arr) else 0
+    return _values_numpy(arr.flatten()).reshape((len(arr), k))
 
 
 def to_arrow(array: np.ndarray) -> pa.Array:
@@ -856,8 +874,8 @@ class TableWriter:
             if not os.path.isdir(folder):
                 raise TableError(f"{self.dest}: cannot write: folder {folder} does not exist")
         meta = _decode_meta(schema.metadata)
-        meta.update(metadata or {})
-        meta.update(provenance or {})
+        meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+        meta.update({str(k): str(v) for k, v in (provenance or {}).items()})
         self.metadata = meta
         self.schema = schema_with_units(schema).with_metadata(
             {k.encode(): v.encode() for k, v in meta.items()} or None
@@ -971,7 +989,7 @@ class TableWriter:
         for i, name in enumerate(self.schema.names, start=1):
             if name in self._fits_tnull:
                 hdu.write_key(f"TNULL{i}", self._fits_tnull[name], comment="null value")
-        _write_fits_metadata(hdu, self.metadata)
+        _write_fits_metadata(hdu, self.metadata, self.name)
         self._fits_hdu = hdu
 
     def _write_fits(self, batch: pa.RecordBatch) -> None:
@@ -1179,7 +1197,7 @@ def _fits_header_value(value: str) -> str:
     return value.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n")
 
 
-def _write_fits_metadata(hdu, metadata: dict[str, str]) -> None:
+def _write_fits_metadata(hdu, metadata: dict[str, str], name: str = "") -> None:
     """Metadata as keywords (HIERARCH for long or mixed-case names, CONTINUE for long values),
     the original key spelling in PZKEYS, and the provenance as HISTORY lines too."""
     keys = []
@@ -1188,7 +1206,13 @@ def _write_fits_metadata(hdu, metadata: dict[str, str]) -> None:
             continue
         plain = re.fullmatch(r"[A-Z0-9_-]{1,8}", key) is not None
         card = key if plain else f"HIERARCH {key}"
-        hdu.write_key(card, _fits_header_value(str(value)))
+        try:
+            hdu.write_key(card, _fits_header_value(str(value)))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise TableError(
+                f"{name}: metadata key '{key}' cannot be a FITS header keyword "
+                f"({_first_line(exc)}); write Parquet, or shorten the key"
+            ) from None
         keys.append(key)
     if keys:
         hdu.write_key(_FITS_KEYS_MAP, json.dumps(keys), comment="metadata key spelling")
@@ -1325,10 +1349,11 @@ def check_cell(
     expected = " or ".join(str(np.dtype(d)) for d in allowed)
     want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
     got = "scalar" if not found_shape else str(tuple(found_shape))
+    found = f"{found_dtype} {got} cells"
+    if pa.types.is_list(vt) or pa.types.is_large_list(vt):
+        found = f"variable-length lists of {vt.value_type}, not fixed-size cells"
     prefix = f"{file}: " if file else ""
-    raise TableError(
-        f"{prefix}column '{name}' holds {found_dtype} {got} cells; expected {expected} {want}"
-    )
+    raise TableError(f"{prefix}column '{name}' holds {found}; expected {expected} {want}")
 
 
 def find_id_column(names: Sequence[str], requested: str | None = None) -> str | None:

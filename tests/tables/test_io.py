@@ -240,3 +240,34 @@ def test_writer_casts_compatible_types_and_checks_columns(tmp_path):
     with pytest.raises(T.TableError, match="lacks column 'z'"):
         with T.TableWriter(tmp_path / "u.parquet", schema) as writer:
             writer.write(pa.table({"id": [1]}))
+
+
+def test_parquet_stream_memory_flat_across_row_groups(tmp_path):
+    """Many row groups (as a long table has): RSS must not grow with the groups read.
+
+    pyarrow 26 keeps every row group's buffers when one reader iterates the whole file; the
+    reader opens one per group. 120 MB of PDFs in 2 MB row groups, read in 1000-row batches."""
+    code = (
+        "import resource, sys, numpy as np\n"
+        "from photoz_tools import tables as T\n"
+        "import pyarrow as pa\n"
+        "T.ROW_GROUP_BYTES = 2 << 20\n"
+        "schema = pa.schema([('pdf', pa.list_(pa.float32(), 180))])\n"
+        "with T.TableWriter(sys.argv[1], schema) as w:\n"
+        "    for i in range(40):\n"
+        "        pdf = np.random.default_rng(i).random((4096, 180), np.float32)\n"
+        "        w.write(pa.record_batch([T.to_arrow(pdf)], schema=schema))\n"
+        "rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        "peaks = []\n"
+        "with T.open_table(sys.argv[1], batch_rows=1000) as r:\n"
+        "    for i, b in enumerate(r.iter_batches()):\n"
+        "        peaks.append(rss())\n"
+        "print(len(peaks), peaks[len(peaks) // 4], peaks[-1])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "p.parquet")], capture_output=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    n, quarter, end = map(int, result.stdout.split())
+    assert n >= 164
+    assert end - quarter < 20, f"RSS grew from {quarter} MB to {end} MB while streaming"

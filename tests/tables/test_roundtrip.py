@@ -287,3 +287,23 @@ def test_provenance_metadata():
     assert json.loads(meta["pz_inputs"]) == ["p.fits", "-"]
     assert meta["pz_created"].endswith("Z") and meta["pz_created"][4] == "-"
     assert "pz_model_hash" not in T.provenance_metadata("x", [])
+
+
+def test_variable_length_lists_from_pandas(tmp_path):
+    """pandas writes list<float> PDFs: column_array reshapes equal lengths; check_cell explains."""
+    table = pa.table({"pdf": pa.array([[0.5, 0.5], [0.25, 0.75]], pa.list_(pa.float32()))})
+    pq.write_table(table, tmp_path / "p.parquet")
+    back = T.read_table(tmp_path / "p.parquet")
+    assert T.column_array(back, "pdf").shape == (2, 2)
+    with pytest.raises(T.TableError, match="holds variable-length lists of float, not fixed-size"):
+        T.check_cell(T.open_table(tmp_path / "p.parquet"), "pdf", (None,), "float32")
+    ragged = pa.table({"pdf": pa.array([[1.0], [0.5, 0.5]])})
+    with pytest.raises(T.TableError, match="lists of differing lengths"):
+        T.column_array(ragged, "pdf")
+
+
+def test_metadata_values_are_strings(tmp_path):
+    T.write_table(pa.table({"a": [1]}), tmp_path / "t.fits", metadata={"nbins": 180, "f": 0.5})
+    assert T.open_table(tmp_path / "t.fits").metadata["nbins"] == "180"
+    T.write_table(pa.table({"a": [1]}), tmp_path / "t.parquet", metadata={"nbins": 180})
+    assert T.open_table(tmp_path / "t.parquet").metadata["nbins"] == "180"
