@@ -149,24 +149,33 @@ def _box(box: str | None, ra_min: float | None, ra_max: float | None, dec_min: f
 
 def _run_and_write(job: Any, output: str, format: str | None, fresh: bool, keep_spool: bool,
                    total: int | None, finish: Any = None) -> None:
-    from photoz_tools.tables import provenance_metadata, write_table
+    """Fetch (resuming), then write the pages as one table; the spool goes once written."""
+    from photoz_tools.tables import TableWriter, provenance_metadata, write_table
 
     log(f"querying {job.client.query_url} (DR{job.client.release}), pages of "
         f"{job.page_size:,} rows")
     try:
         with progress("SkyServer", total=total, unit="rows") as bar:
-            table = job.run(fresh=fresh, log=log, on_rows=lambda n: bar.update(completed=n))
+            rows = job.fetch(fresh=fresh, log=log, on_rows=lambda n: bar.update(completed=n))
     except PzError as exc:
         if job.spool.exists() and any(job.spool.glob("*.parquet")):
             raise PzError(f"{exc}; the pages fetched so far are kept in {job.spool}: rerun the "
                           "same command to resume") from None
         raise
-    if finish is not None:
-        table = finish(table)
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    write_table(table, output, format=format, metadata=meta,
-                provenance=provenance_metadata(command_line(), [job.client.query_url]))
-    log(f"{table.num_rows:,} rows, {job.requests} request{'s' if job.requests != 1 else ''}"
+    provenance = provenance_metadata(command_line(), [job.client.query_url])
+    if finish is not None:  # a whole-table step (deduplication): small tables only
+        table = finish(job.read())
+        rows = table.num_rows
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        write_table(table, output, format=format, metadata=meta, provenance=provenance)
+    else:  # page by page: memory bounded by a page
+        schema = job.schema()
+        meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        with TableWriter(output, schema, format=format, metadata=meta,
+                         provenance=provenance) as writer:
+            for page in job.iter_tables():
+                writer.write(page)
+    log(f"{rows:,} rows, {job.requests} request{'s' if job.requests != 1 else ''}"
         + ("" if output == "-" else f" -> {output}"))
     if not keep_spool:
         job.cleanup()

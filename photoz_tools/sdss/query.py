@@ -9,12 +9,13 @@ Nothing partial is returned: a failure raises after the retries, keeping the pag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,10 +143,21 @@ class QueryJob:
     def run(self, *, fresh: bool = False, log: Callable[[str], None] | None = None,
             on_rows: Callable[[int], None] | None = None) -> pa.Table:
         """Fetch what the spool lacks and return the whole result (with units metadata)."""
+        self.fetch(fresh=fresh, log=log, on_rows=on_rows)
+        return self.read()
+
+    def fetch(self, *, fresh: bool = False, log: Callable[[str], None] | None = None,
+              on_rows: Callable[[int], None] | None = None) -> int:
+        """Fetch the pages the spool lacks (resuming); returns the total row count."""
+        log = log or (lambda msg: None)
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.spool.with_name(self.spool.name + ".lock")):
+            self._prepare(fresh, log)
+            return self._fetch(log, on_rows)
+
+    def _fetch(self, log: Callable[[str], None], on_rows: Callable[[int], None] | None) -> int:
         import pyarrow.parquet as pq
 
-        log = log or (lambda msg: None)
-        self._prepare(fresh, log)
         if self.sql is not None:
             done = self.spool / "sql.done"
             if not done.exists():
@@ -155,7 +167,7 @@ class QueryJob:
             total = pq.read_metadata(self._pages("sql")[0]).num_rows
             if on_rows:
                 on_rows(total)
-            return self._assemble(["sql"])
+            return total
 
         total = 0
         for part in self.parts:
@@ -197,29 +209,70 @@ class QueryJob:
             (self.spool / f"{part.name}.done").touch()
         if resumed:
             log(f"resumed: {resumed:,} rows were already in {self.spool}")
-        return self._assemble([p.name for p in self.parts])
+        return total
 
-    def _assemble(self, names: list[str]) -> pa.Table:
+    def _page_files(self) -> list[Path]:
+        names = ["sql"] if self.sql is not None else [p.name for p in self.parts]
+        return [f for n in names for f in self._pages(n)]
+
+    def schema(self) -> pa.Schema:
+        """The result's schema: column types, units (field metadata), query metadata."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        tables = [self._conform(pq.read_table(p)) for n in names for p in self._pages(n)]
-        tables = [t for t in tables if t.num_rows] or tables[:1]
-        if not tables:
-            table = pa.table({n: pa.array([], type=t) for n, t in self.types.items()})
+        files = self._page_files()
+        if files:
+            schemas = [self._conform(pq.read_schema(f).empty_table()).schema for f in files]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
         else:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        fields = [f.with_metadata({"unit": self.units[f.name]}) if f.name in self.units else f
-                  for f in table.schema]
+            schema = pa.schema([(n, t) for n, t in self.types.items()])
+        fields = [f.with_metadata({"unit": self.units[f.name]}) if f.name in self.units
+                  else f.remove_metadata() for f in schema]
         meta = {"pz_sdss_release": str(self.client.release), "pz_skyserver_url": self.client.url,
                 "pz_query_sql": self.shown_sql}
         if self.description:
             meta["pz_query"] = self.description
-        return table.cast(pa.schema(fields, metadata=meta))
+        return pa.schema(fields, metadata=meta)
+
+    def iter_tables(self) -> Iterator[pa.Table]:
+        """The fetched pages in order, each cast to :meth:`schema` (memory: one page)."""
+        import pyarrow.parquet as pq
+
+        schema = self.schema()
+        for f in self._page_files():
+            page = self._conform(pq.read_table(f))
+            if page.num_rows:
+                yield page.select(schema.names).cast(schema)
+
+    def read(self) -> pa.Table:
+        """The whole fetched result as one table."""
+        import pyarrow as pa
+
+        schema = self.schema()
+        return pa.Table.from_batches([b for t in self.iter_tables() for b in t.to_batches()],
+                                     schema=schema)
 
     def cleanup(self) -> None:
         """Remove the spool folder (call once the result is safely written)."""
         shutil.rmtree(self.spool, ignore_errors=True)
+        self.spool.with_name(self.spool.name + ".lock").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the spool: two runs of one query must not fill it at once."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PzError(f"another pz-query is fetching this query into {path.with_suffix('')};"
+                          " wait for it, or give --spool another folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

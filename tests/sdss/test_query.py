@@ -110,3 +110,16 @@ def test_live_frames_stripe82_epochs():
     t = query_frames((323.33, 323.34, -0.75, -0.74), retries=2, timeout=120)
     assert 2583 in t.column("run").to_pylist()
     assert len(set(t.column("run").to_pylist())) > 2
+
+
+def test_one_run_at_a_time_per_spool(standin, tmp_path):
+    from photoz_tools.sdss.query import _locked
+
+    spool = tmp_path / "s"
+    job = plan_query(url=standin.url, limit=10, spool=spool, **FAST)
+    with _locked(tmp_path / "s.lock"):
+        with pytest.raises(PzError, match="another pz-query is fetching"):
+            job.fetch()
+    assert job.fetch() == 10 and len(list(job.iter_tables())) == 1
+    job.cleanup()
+    assert not spool.exists() and not (tmp_path / "s.lock").exists()
