@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 DEFAULT_PAGE_SIZE = 50_000  # rows per request: well inside SkyServer's 500k-row, 10-min limits
+MAX_PAGE_SIZE = 500_000  # SkyServer's row limit per query
 SPOOL_ENV = "PZ_QUERY_SPOOL"  # parent folder of the resume folders (default: user cache)
 
 _INT_COLUMNS = {"specObjID", "objID", "run", "rerun", "camcol", "field", "primtarget", "fieldID"}
@@ -73,8 +74,10 @@ class QueryJob:
                  limit: int | None = None, types: dict[str, pa.DataType] | None = None,
                  units: dict[str, str] | None = None, spool: str | os.PathLike | None = None,
                  description: str = "") -> None:
-        if page_size < 1:
-            raise PzUsageError("--page-size must be at least 1")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            # beyond it SkyServer truncates silently, and a short page reads as the last one
+            raise PzUsageError(f"--page-size must be within 1..{MAX_PAGE_SIZE:,} (SkyServer "
+                               "returns at most that many rows per query)")
         if limit is not None and limit < 0:
             raise PzUsageError("--limit must be >= 0")
         self.parts = list(parts or [])

@@ -117,6 +117,7 @@ def test_help_ends_with_example_and_stays_light():
     (["--box", "1,2,3"], "four numbers"),
     (["--box", "1,2,3,4", "--ra-min", "1"], "not both"),
     (["--page-size", "0"], "--page-size"),
+    (["--page-size", "600000"], "500,000"),
     (["--sql", "q.sql", "--r-max", "17"], "--r-max"),
     (["frames", "cat.parquet", "--box", "1,2,3,4"], "not both"),
     (["frames", "--box", "1,2,3,4", "--cell", "0"], "--cell"),
