@@ -149,6 +149,28 @@ def _float_column(batch: Any, name: str, src: str, option: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _pdf_array(batch: Any, name: str) -> np.ndarray:
+    """The PDF column as (n, nbins); null cells (flagged predictions) become rows of NaN."""
+    import pyarrow as pa
+
+    from photoz_tools.tables import column_array
+
+    col = batch.column(batch.schema.get_field_index(name))
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not col.null_count:
+        return column_array(batch, name)
+    storage = col.storage if isinstance(col.type, pa.ExtensionType) else col
+    if not pa.types.is_fixed_size_list(storage.type):
+        return column_array(batch, name)
+    k = storage.type.list_size
+    # .values ignores the parent's offset and keeps the slots of null cells (flatten drops them)
+    values = storage.values.slice(storage.offset * k, len(storage) * k)
+    out = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(storage), k)
+    out[~storage.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return out
+
+
 def _bins_from_metadata(meta: dict[str, str], src: str) -> P.Bins:
     from photoz_tools.tables import BIN_EDGES_KEY
 
@@ -284,7 +306,7 @@ def collect(
                 parts[key].append(np.asarray(v))
             for est, ep in zip(estimators, est_parts, strict=True):
                 if est.pdf_column:
-                    pdf = column_array(batch, est.pdf_column)
+                    pdf = _pdf_array(batch, est.pdf_column)
                     if pdf.ndim != 2 or pdf.shape[1] != bins.n:
                         raise PzError(f"{src}: column '{est.pdf_column}' has cells of shape "
                                       f"{pdf.shape[1:]} but the bin edges define {bins.n} bins")
@@ -334,7 +356,7 @@ def collect(
         first = _dedupe_keep(ids, dedupe, src, pid)
         if first is not None:
             keep &= first
-            warn(f"{src}: {int((~first).sum())} rows with a repeated {pid} dropped "
+            warn(f"{src}: {_n((~first).sum(), 'row')} with a repeated {pid} dropped "
                  f"(--dedupe {dedupe})")
     if lookup is not None:
         matched = cat(parts["matched"])
@@ -342,23 +364,33 @@ def collect(
         if unmatched == int(keep.sum()):
             raise PzError(f"{src}: no {pid} matches a row of {tsrc}; check --id")
         if unmatched:
-            warn(f"{src}: {unmatched} rows have no {pid} in {tsrc}; scored without them")
+            warn(f"{src}: {_n(unmatched, 'row')} {_has(unmatched)} no {pid} in {tsrc}; "
+                 "scored without them")
         keep &= matched
     bad = keep & ~np.isfinite(zspec)
     if bad.any():
         if not drop_nan:
-            raise PzError(f"{src}: {int(bad.sum())} rows have NaN/inf truth in column "
-                          f"'{truth}'; pass --drop-nan to drop them")
-        warn(f"{src}: {int(bad.sum())} rows with NaN/inf truth '{truth}' dropped (--drop-nan)")
+            raise PzError(f"{src}: {_n(bad.sum(), 'row')} {_has(bad.sum())} NaN/inf truth in "
+                          f"column '{truth}'; pass --drop-nan to drop them")
+        warn(f"{src}: {_n(bad.sum(), 'row')} with NaN/inf truth '{truth}' dropped (--drop-nan)")
         keep &= ~bad
     if not keep.all():
         _subset(data, keep)
     for est in data.estimators:
         null = int((~np.isfinite(est.zphot)).sum())
         if null:
-            warn(f"{src}: {null} rows with null {est.name} (flagged predictions) excluded "
-                 f"from its scores")
+            warn(f"{src}: {_n(null, 'row')} with null {est.name} (flagged predictions) "
+                 "excluded from its scores")
     return data
+
+
+def _n(count: Any, noun: str) -> str:
+    count = int(count)
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _has(count: Any) -> str:
+    return "has" if int(count) == 1 else "have"
 
 
 def _subset(data: ScoreData, keep: np.ndarray) -> None:
@@ -466,7 +498,7 @@ def metrics_rows(
         bin_of = M.bin_index(data.by, edges)
         outside = int((bin_of < 0).sum())
         if outside:
-            warn(f"{outside} rows with {data.by_name} outside the --bins edges "
+            warn(f"{_n(outside, 'row')} with {data.by_name} outside the --bins edges "
                  f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows")
     if data.group is not None:
         glabels, gidx = _labels(data.group)

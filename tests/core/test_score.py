@@ -233,6 +233,24 @@ def test_null_predictions_are_counted_and_excluded(cli, tmp_path):
     assert row["N"] == N - 11 and np.isfinite(row["crps"])
 
 
+def test_arrow_null_predictions(cli, tmp_path):
+    """pz-predict writes nulls (not NaN) for bad-input rows: zphot null and the pdf cell null."""
+    t = make_predictions()
+    mask = np.zeros(N, dtype=bool)
+    mask[[0, 7, 2999]] = True
+    pdf = t["pdf"].combine_chunks()
+    pdf = pa.FixedSizeListArray.from_arrays(pdf.values, pdf.type.list_size, mask=pa.array(mask))
+    zp = pa.array(t["zphot"].to_numpy(), mask=mask)
+    t = t.set_column(t.schema.get_field_index("zphot"), "zphot", zp)
+    t = t.set_column(t.schema.get_field_index("pdf"), "pdf", pdf)
+    res = cli("pz-score", write(t, tmp_path / "n.parquet"), "-o", str(tmp_path / "s.json"),
+              "--batch-size", "1000")
+    ok(res)
+    assert "3 rows with null zphot" in res.stderr.decode()
+    row = records(tmp_path / "s.json")[0]
+    assert row["N"] == N - 3 and np.isfinite(row["crps"]) and row["pit_ks"] < 0.03
+
+
 def test_dedupe_choices(cli, tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("specObjID,z,zphot\n1,0.1,0.1\n2,0.2,0.3\n1,0.1,0.2\n3,0.3,0.3\n")
