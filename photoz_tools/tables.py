@@ -311,7 +311,12 @@ def to_arrow(array: np.ndarray) -> pa.Array:
     if array.ndim == 2:
         values = pa.array(array.reshape(-1))
         return pa.FixedSizeListArray.from_arrays(values, array.shape[1])
-    return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
+    # built from its storage: from_numpy_ndarray refuses zero rows (a batch all dropped)
+    cell = int(np.prod(array.shape[1:], dtype=np.int64))
+    values = pa.array(array.reshape(-1))
+    storage = pa.FixedSizeListArray.from_arrays(values, cell)
+    kind = pa.fixed_shape_tensor(values.type, list(array.shape[1:]))
+    return pa.ExtensionArray.from_storage(kind, storage)
 
 
 def _batch_from_numpy(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.RecordBatch:
@@ -885,7 +890,10 @@ class TableWriter:
             self._tmp = _tempfile(None, "pz-stdout")
         else:
             base = os.path.basename(self.dest)
-            self._tmp = _tempfile(os.path.dirname(os.path.abspath(self.dest)), base)
+            try:
+                self._tmp = _tempfile(os.path.dirname(os.path.abspath(self.dest)), base)
+            except OSError as exc:
+                raise TableError(f"{self.dest}: cannot write ({_first_line(exc)})") from None
         self._cleanup = weakref.finalize(self, _remove, self._tmp)
         self._sink: Any = None
         self._pending: list[pa.RecordBatch] = []
@@ -911,9 +919,17 @@ class TableWriter:
     # ------------------------------------------------------------------ writing
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        """Append rows (columns matched by name; compatible types cast to the schema)."""
         if self._closed:
             raise ValueError("write to a closed TableWriter")
-        data = self._conform(data)
+        try:
+            self._write(self._conform(data))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # disk full, quota, I/O error: the user can fix those
+            raise TableError(f"{self.name}: cannot write ({_first_line(exc)})") from None
+
+    def _write(self, data: pa.RecordBatch | pa.Table) -> None:
         if isinstance(data, pa.Table):
             batches = data.to_batches(max_chunksize=self._rg_rows)
         else:
@@ -1026,26 +1042,34 @@ class TableWriter:
         if self._closed:
             return
         try:
-            self._finish()
-            self._closed = True
-            if self._stdout:
-                sys.stdout.flush()
-                with open(self._tmp, "rb") as f:
-                    shutil.copyfileobj(f, sys.stdout.buffer, _CHUNK)
-                sys.stdout.buffer.flush()
-                _remove(self._tmp)
-            else:
-                src = self._tmp
-                if self._compress:
-                    src = self._compressed_copy()
-                    _remove(self._tmp)
-                    self._tmp = src
-                _chmod_default(src)
-                os.replace(src, self.dest)
-            self._tmp = None
+            try:
+                self._commit()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # disk full, quota, a folder in the way...
+                raise TableError(f"{self.name}: cannot write ({_first_line(exc)})") from None
         except BaseException:
             self.abort()
             raise
+
+    def _commit(self) -> None:
+        self._finish()
+        self._closed = True
+        if self._stdout:
+            sys.stdout.flush()
+            with open(self._tmp, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer, _CHUNK)
+            sys.stdout.buffer.flush()
+            _remove(self._tmp)
+        else:
+            src = self._tmp
+            if self._compress:
+                src = self._compressed_copy()
+                _remove(self._tmp)
+                self._tmp = src
+            _chmod_default(src)
+            os.replace(src, self.dest)
+        self._tmp = None
 
     def _finish(self) -> None:
         if self.format == "parquet":

@@ -289,3 +289,11 @@ def test_cli_prints_one_line_and_exit_1(tmp_path, content):
     assert err.startswith(f"pz-demo: error: {path}: ")
     if content is None:
         assert err.endswith("no column 'z' (columns: id)")
+
+
+def test_output_path_is_a_folder(tmp_path, table):
+    (tmp_path / "out.parquet").mkdir()
+    with pytest.raises(T.TableError) as exc:
+        T.write_table(table.select(["specObjID"]), tmp_path / "out.parquet")
+    assert one_line(exc).startswith(f"{tmp_path / 'out.parquet'}: cannot write (")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]

@@ -307,3 +307,15 @@ def test_metadata_values_are_strings(tmp_path):
     assert T.open_table(tmp_path / "t.fits").metadata["nbins"] == "180"
     T.write_table(pa.table({"a": [1]}), tmp_path / "t.parquet", metadata={"nbins": 180})
     assert T.open_table(tmp_path / "t.parquet").metadata["nbins"] == "180"
+
+
+def test_zero_row_arrays_and_vectors_in_ecsv_votable(tmp_path):
+    empty = T.to_arrow(np.zeros((0, 64, 64, 5), np.float32))
+    assert empty.type == pa.fixed_shape_tensor(pa.float32(), [64, 64, 5]) and len(empty) == 0
+    batch = pa.record_batch([empty], names=["image"])
+    assert T.column_array(batch, "image").shape == (0, 64, 64, 5)
+    pdf = np.array([[0.5, 0.5], [0.25, 0.75]], np.float32)
+    table = pa.table({"id": pa.array([1, 2]), "pdf": T.to_arrow(pdf)})
+    for ext in ("ecsv", "vot"):
+        T.write_table(table, tmp_path / f"t.{ext}")
+        assert np.array_equal(T.column_array(T.read_table(tmp_path / f"t.{ext}"), "pdf"), pdf)
