@@ -39,6 +39,7 @@ from photoz_tools.imaging.resample import (
     cutout_world,
     flux_scales,
     lanczos3,
+    tan_to_tan,
 )
 from photoz_tools.sdss.frameindex import FrameIndex, FrameRef
 
@@ -148,7 +149,7 @@ def resample_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray,
     """
     ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
     dec = np.atleast_1d(np.asarray(dec, dtype=np.float64))
-    if world is None:
+    if world is None and frame.tan is None:
         world = cutout_world(ra, dec, size, scale_arcsec)
     ny, nx = frame.shape
     scales = flux_scales(frame.pixel_to_world, nx, ny, ra, dec, size, scale_arcsec)
@@ -156,7 +157,10 @@ def resample_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray,
     valid = np.empty((ra.size, size, size), dtype=bool)
     for a in range(0, ra.size, _GATHER_GALAXIES):
         b = min(a + _GATHER_GALAXIES, ra.size)
-        x, y = frame.world_to_pixel(world[0][a:b], world[1][a:b])
+        if frame.tan is not None:
+            x, y = tan_to_tan(frame.tan, ra[a:b], dec[a:b], size, scale_arcsec)
+        else:
+            x, y = frame.world_to_pixel(world[0][a:b], world[1][a:b])
         v, ok = lanczos3(frame.image, x, y, fill=np.nan)
         v *= scales[a:b, None, None].astype(np.float32)
         values[a:b] = v
@@ -164,9 +168,18 @@ def resample_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray,
     return values, valid
 
 
-def coverage_on_frame(frame: Frame, world: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Where SWarp would have frame pixels for cutout pixels at `world` (geometry only)."""
-    x, y = frame.world_to_pixel(*world)
+def frame_positions(frame: Frame, ra: np.ndarray, dec: np.ndarray, size: int = SIZE,
+                    scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+    """1-based frame pixel positions (n, size, size) of the cutout pixels of galaxies."""
+    if frame.tan is not None:
+        return tan_to_tan(frame.tan, ra, dec, size, scale_arcsec)
+    return frame.world_to_pixel(*cutout_world(ra, dec, size, scale_arcsec))
+
+
+def coverage_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray, size: int = SIZE,
+                      scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> np.ndarray:
+    """Where SWarp would have frame pixels for the cutout pixels (geometry only)."""
+    x, y = frame_positions(frame, ra, dec, size, scale_arcsec)
     ny, nx = frame.shape
     with np.errstate(invalid="ignore"):
         fx, fy = np.floor(x), np.floor(y)
@@ -204,7 +217,6 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
     images = np.full((n, size, size, len(BANDS)), fill, dtype=np.float32)
     n_frames = np.zeros((n, len(BANDS)), dtype=np.int16)
     flags = np.zeros(n, dtype=np.int32)
-    world = cutout_world(ra, dec, size, scale_arcsec) if n else None
     c0, c1 = (size - 1) // 2, size // 2  # the central pixel(s) around FITS (size+1)/2
     for b, band in enumerate(BANDS):
         if band not in bands:
@@ -227,16 +239,15 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
             if frame is None:
                 flags[gals] |= FLAG_FETCH_FAILED
                 continue
-            w = (world[0][gals], world[1][gals])
             if resampler == "swarp":
-                ok = coverage_on_frame(frame, w)
+                ok = coverage_on_frame(frame, ra[gals], dec[gals], size, scale_arcsec)
                 touched = ok.any(axis=(1, 2))
                 path = store.fits_path(refs[f])
                 for g in gals[touched]:
                     swarp_inputs.setdefault(int(g), []).append(path)
                 n_frames[gals[touched], b] += 1
                 continue
-            vals, ok = resample_on_frame(frame, ra[gals], dec[gals], w, size, scale_arcsec)
+            vals, ok = resample_on_frame(frame, ra[gals], dec[gals], None, size, scale_arcsec)
             bad = ok & ~np.isfinite(vals)
             if bad.any():
                 flags[gals[bad.any(axis=(1, 2))]] |= FLAG_NAN

@@ -95,7 +95,13 @@ def _padded(n: int) -> int:
 
 
 def frame_wcs(header) -> tuple[Any, Any]:
-    """(world_to_pixel, pixel_to_world) for a frame header, 1-based pixel coordinates.
+    """(world_to_pixel, pixel_to_world) for a frame header, 1-based pixel coordinates."""
+    w2p, p2w, _ = _frame_wcs(header)
+    return w2p, p2w
+
+
+def _frame_wcs(header) -> tuple[Any, Any, TanWcs | None]:
+    """(world_to_pixel, pixel_to_world, the plain TanWcs or None) for a frame header.
 
     A plain TAN header (the SDSS case) uses the numpy TAN of the resampler, which agrees with
     WCSLIB to ~1e-10 pixel and needs no per-call overhead; anything else (SIP, TPV, other
@@ -112,7 +118,7 @@ def frame_wcs(header) -> tuple[Any, Any]:
              and not w.wcs.get_pv() and float(w.wcs.lonpole) == 180.0)
     if plain:
         tan = TanWcs(tuple(w.wcs.crpix), tuple(w.wcs.crval), w.pixel_scale_matrix)
-        return tan.world_to_pixel, tan.pixel_to_world
+        return tan.world_to_pixel, tan.pixel_to_world, tan
 
     def world_to_pixel(ra, dec):
         x, y = w.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 1)
@@ -122,7 +128,7 @@ def frame_wcs(header) -> tuple[Any, Any]:
         ra, dec = w.all_pix2world(np.asarray(x, float), np.asarray(y, float), 1)
         return ra, dec
 
-    return world_to_pixel, pixel_to_world
+    return world_to_pixel, pixel_to_world, None
 
 
 @dataclass
@@ -140,6 +146,7 @@ class Frame:
     world_to_pixel: Any = field(repr=False)
     pixel_to_world: Any = field(repr=False)
     raw: bytes | None = field(default=None, repr=False)
+    tan: TanWcs | None = field(default=None, repr=False)  # set for plain TAN headers
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -206,14 +213,15 @@ def load_frame(source: str | os.PathLike | bytes, name: str | None = None,
     bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
     if bscale != 1.0 or bzero != 0.0:
         image = image * np.float32(bscale) + np.float32(bzero)
-    w2p, p2w = frame_wcs(header)
+    w2p, p2w, tan = _frame_wcs(header)
     from photoz_tools.sdss.frameindex import _identity
 
     run, camcol, fieldno = _identity(header, Path(name).name)
     return Frame(image=image, header=header, name=name, band=frame_band(header, name),
                  run=run, rerun=str(header.get("RERUN", "301")).strip(),
                  camcol=camcol, field=fieldno,
-                 world_to_pixel=w2p, pixel_to_world=p2w, raw=data if keep_raw else None)
+                 world_to_pixel=w2p, pixel_to_world=p2w, raw=data if keep_raw else None,
+                 tan=tan)
 
 
 def frame_band(header, name: str = "") -> str:

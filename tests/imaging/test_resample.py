@@ -18,12 +18,18 @@ from photoz_tools.imaging.resample import (
 def test_weights_normalised_symmetric_and_delta():
     f = np.linspace(0, 0.999, 200)
     w = lanczos3_weights(f)
-    assert np.allclose(w.sum(axis=1), 1.0)
-    half = lanczos3_weights(np.array([0.5]))[0]
+    assert w.shape == (6, 200) and np.allclose(w.sum(axis=0), 1.0)
+    half = lanczos3_weights(np.array([0.5]))[:, 0]
     assert np.allclose(half, half[::-1])  # taps -2..3 around 0.5 are symmetric
     for frac in (0.0, 5e-6):  # SWarp: below 1e-5 the kernel is a delta on tap 0
-        assert np.array_equal(lanczos3_weights(np.array([frac]))[0], [0, 0, 1, 0, 0, 0])
-    assert lanczos3_weights(np.array([2e-5]))[0][2] < 1.0
+        assert np.array_equal(lanczos3_weights(np.array([frac]))[:, 0], [0, 0, 1, 0, 0, 0])
+    assert lanczos3_weights(np.array([2e-5]))[2, 0] < 1.0
+    # against the textbook kernel sinc(d) sinc(d/3), normalised
+    d = f[:, None] - np.arange(-2, 4)
+    ref = np.sinc(d) * np.sinc(d / 3)
+    ref /= ref.sum(axis=1, keepdims=True)
+    ok = f >= 1e-5
+    assert np.abs(w.T[ok] - ref[ok]).max() < 1e-6
 
 
 def test_lanczos_copies_pixels_on_the_grid_and_keeps_constants():
