@@ -16,6 +16,18 @@ answers ``sas_root/frames/301/RUN/CAMCOL/frame-...`` with Content-Length, HEAD a
 Faults for tests: ``standin.inject(kind, count)`` makes the next `count` requests fail as SkyServer
 and the SAS fail in practice (see :meth:`StandIn.inject`).
 
+Use::
+
+    from photoz_tools.sdss.standin import StandIn
+
+    with StandIn(catalog="mgs.parquet", sas_root="mirror/") as sky:   # frames: from the tree
+        sky.inject("http500", 2, status=503)          # the next 2 SQL requests fail
+        sky.inject("truncate", target="sas")          # the next SAS download is cut short
+        run pz-query --url {sky.url} ... / pz-cutout --sas-url {sky.sas_url} ...
+        sky.requests                                  # what was asked, and which fault answered
+
+``serve(...)`` does the same in the foreground until Ctrl-C (``pz-mock serve DIR``).
+
 Catalogue columns may be given in SkyServer names (petroMag_r, extinction_r, expAB_r, zWarning,
 ...) or in pz-query's output names (dered_petro_r, ebv, ba, zphot_b16, ...); what is missing gets
 a value that passes the MGS cuts (class GALAXY, survey sdss, targetType SCIENCE, zWarning 0,

@@ -86,7 +86,7 @@ def fast_client(standin):
     """A client with tiny backoff and timeout, for fault tests."""
     from photoz_tools.sdss.skyserver import SkyServer
 
-    return SkyServer(url=standin.url, release=12, timeout=0.5, retries=3, backoff=0.001)
+    return SkyServer(url=standin.url, release=12, timeout=2.0, retries=3, backoff=0.001)
 
 
 @pytest.fixture(autouse=True)

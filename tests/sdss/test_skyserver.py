@@ -11,7 +11,7 @@ SQL = "SELECT TOP 5 s.specObjID, s.ra FROM SpecObjAll AS s ORDER BY s.specObjID"
 
 @pytest.mark.parametrize("kind", ["http500", "html200", "error200", "drop", "hang", "truncate"])
 def test_each_fault_is_retried(standin, fast_client, kind):
-    standin.inject(kind, 2, target="sql", hang=1.0)
+    standin.inject(kind, 2, target="sql", hang=2.5)  # past the 2 s timeout
     t = fast_client.query(SQL)
     assert t.num_rows == 5 and t.column_names == ["specObjID", "ra"]
     assert [r.fault for r in standin.requests] == [kind, kind, None]
