@@ -774,6 +774,13 @@ def pack(
         ids = labels.pop(id_name) if id_name else np.arange(n, dtype=np.int64)
         if id_name is None:
             log(f"{src_name}: no id label: numbering rows in a new column 'id' from 0")
+        elif ids.dtype.kind == "f" and len(np.unique(ids)) < n:
+            # SDSS ids (~1e18) stored as floats lose precision: nothing is joined here, so say
+            # so and go on (ties in the fold order then follow the file's order)
+            log(
+                f"{src_name}: warning: label {id_name} is {ids.dtype} and repeats values (ids "
+                "lost precision as floats); it is passed through, not used to join"
+            )
         else:
             check_unique(ids, f"{src_name}: label {id_name}")
         keep = np.ones(n, dtype=bool)

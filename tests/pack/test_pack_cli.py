@@ -270,3 +270,19 @@ def test_list_labels_names_the_columns_for_label_map(cli, sdss_npz):
     got = {r[0]: (r[1], r[2]) for r in rows[1:]}
     assert got["EBV"] == ("float32", "ebv") and got["zphot"] == ("float32", "zphot_b16")
     assert got["mags"] == ("float32[5]", "-") and got["specObjID"] == ("int64", "specObjID")
+
+
+def test_npz_ids_repeated_error_unless_floats_lost_precision(tmp_path):
+    from photoz_tools.dataset import pack
+
+    lab = np.zeros(10, dtype=[("specObjID", "<i8"), ("z", "<f8")])
+    lab["specObjID"] = 7
+    np.savez(tmp_path / "i.npz", cube=np.ones((10, 64, 64, 5), np.float32), labels=lab)
+    with pytest.raises(PzError, match="appears more than once"):
+        pack(tmp_path / "i.npz", tmp_path / "i.parquet")
+    lab = lab.astype([("specObjID", "<f8"), ("z", "<f8")])
+    lab["specObjID"] = 2.99e17 + np.arange(10)  # 1e17 + 1 is not a float64
+    np.savez(tmp_path / "f.npz", cube=np.ones((10, 64, 64, 5), np.float32), labels=lab)
+    notes = []
+    s = pack(tmp_path / "f.npz", tmp_path / "f.parquet", validation=0, log=notes.append)
+    assert s.rows == 10 and any("lost precision" in n for n in notes)
