@@ -571,7 +571,7 @@ def cutout(
 
     # ---- which frames each galaxy needs
     if frames is not None:
-        index = FrameIndex.from_directory(frames)
+        index = FrameIndex.from_directory(frames, cache_file=_index_cache(frames, cache))
         refs, candidates = index.refs, index.search(ra_v, dec_v)
         source = f"{len(refs)} frames under {frames}"
     elif frame_index is not None:
@@ -736,6 +736,16 @@ def cutout(
     if output is None:
         return pa.Table.from_batches(out_batches) if out_batches else None
     return summary
+
+
+def _index_cache(folder, cache) -> Path | None:
+    """Where the footprints of a --frames folder are remembered (by path, size and mtime)."""
+    import hashlib
+
+    from photoz_tools.sdss.sas import default_cache_dir
+
+    key = hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+    return Path(cache or default_cache_dir()) / "frameindex" / f"{key}.json"
 
 
 def _out_schema(schema, cell_shape, pa, tables):

@@ -135,11 +135,14 @@ class FrameIndex:
                 continue
             info = footprint_from_file(path)
             if info is None:
-                continue
+                info = {"skip": True}  # not a frame: remembered too, not re-read
             info.update(size=st.st_size, mtime=st.st_mtime)
             entries[key] = info
-        if cache_file:
-            _atomic_write_text(Path(cache_file), json.dumps(entries))
+        if cache_file and entries != cached:
+            try:
+                _atomic_write_text(Path(cache_file), json.dumps(entries))
+            except OSError:  # a read-only cache only costs speed
+                pass
         refs, boxes = [], []
         seen: dict[tuple, int] = {}
         # one file per frame: a mirror holding frame-r-...fits and .fits.bz2 must not count twice

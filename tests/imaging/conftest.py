@@ -90,3 +90,9 @@ def make_frame(path: Path, band: str = "r", run: int = 1000, camcol: int = 3, fi
 def frame_maker():
     """`make_frame(path, band=..., run=..., ...)`: write a small synthetic SDSS-like frame."""
     return make_frame
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Frame and index caches go to a temporary folder, never the user's ~/.cache."""
+    monkeypatch.setenv("PZ_CACHE", str(tmp_path_factory.getbasetemp() / "pz-cache"))
