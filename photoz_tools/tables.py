@@ -196,6 +196,13 @@ def _decompress(src: str, kind: str, name: str) -> str:
     return out
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _spool_stdin() -> str:
     """Copy stdin to a temporary file in chunks: Parquet needs its footer, FITS needs seeks."""
     out = _tempfile(None, "pz-stdin")
@@ -784,6 +791,11 @@ def open_table(
     try:
         if _is_stdio(source):
             label = name or "stdin"
+            if _isatty(sys.stdin):
+                raise TableError(
+                    "no input table: stdin is a terminal; give a table path, or pipe one in "
+                    "(... | pz-CMD -)"
+                )
             path = _spool_stdin()
             temps.append(path)
             ext_fmt = None
@@ -863,6 +875,11 @@ class TableWriter:
             self.name = "stdout"
             self.dest = None
             self.format = _normalise_format(format) or "parquet"
+            if self.format in ("parquet", "fits") and _isatty(sys.stdout):
+                raise TableError(
+                    f"stdout is a terminal: refusing to print a binary {self.format} table "
+                    "there; give -o FILE, pipe it on, or choose --format csv"
+                )
             self._compress = None
         else:
             self.dest = os.fspath(dest)

@@ -271,3 +271,37 @@ def test_parquet_stream_memory_flat_across_row_groups(tmp_path):
     n, quarter, end = map(int, result.stdout.split())
     assert n >= 164
     assert end - quarter < 20, f"RSS grew from {quarter} MB to {end} MB while streaming"
+
+
+def test_terminal_stdin_and_stdout_refused():
+    """Forgetting the input must not hang on a terminal, nor print Parquet bytes on one."""
+    import pty
+
+    code = (
+        "import pyarrow as pa\nfrom photoz_tools import tables as T\n"
+        "for f in (lambda: T.open_table('-'), lambda: T.TableWriter('-', pa.schema([]))):\n"
+        "    try:\n        f()\n    except T.TableError as e:\n        print('ERR', e)\n"
+    )
+    leader, follower = pty.openpty()
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert result.returncode == 0, result.stderr.decode()
+    text = out.decode()
+    assert "ERR no input table: stdin is a terminal" in text
+    assert "ERR stdout is a terminal: refusing to print a binary parquet table" in text
