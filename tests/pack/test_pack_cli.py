@@ -118,8 +118,10 @@ def test_folds_do_not_depend_on_row_order_and_splits_options(cli, cutouts_and_ca
     rev = tables.read_table(cut)
     rev = rev.take(pa.array(np.arange(rev.num_rows)[::-1]))
     tables.write_table(rev, tmp_path / "rev.fits")  # FITS input too
-    run_ok(cli, str(cut), "-c", str(cat), "-o", str(tmp_path / "a.parquet"))
-    run_ok(cli, str(tmp_path / "rev.fits"), "-c", str(cat), "-o", str(tmp_path / "b.parquet"))
+    from photoz_tools.dataset import pack
+
+    pack(cut, tmp_path / "a.parquet", catalog=cat)  # the CLI runs are tested above
+    pack(tmp_path / "rev.fits", tmp_path / "b.parquet", catalog=cat)
     a = pq.read_table(tmp_path / "a.parquet", columns=["objID", "fold"]).to_pylist()
     b = pq.read_table(tmp_path / "b.parquet", columns=["objID", "fold"]).to_pylist()
     assert sorted(map(tuple, (r.values() for r in a))) == sorted(
