@@ -66,6 +66,8 @@ def test_release_paths_and_comments(standin):
     t = client.query("SELECT TOP 1 'a -- b' AS s FROM SpecObjAll -- trailing")
     assert t.column("s").to_pylist() == ["a -- b"]
     assert "--" not in standin.sql_requests[-1]
+    t = client.query("SELECT TOP 2 'a,\"b' AS s, ra FROM SpecObjAll")  # quoted CSV fields
+    assert t.column("s").to_pylist() == ['a,"b'] * 2
 
 
 def test_empty_result_keeps_columns(standin, fast_client):
