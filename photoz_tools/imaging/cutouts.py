@@ -617,7 +617,7 @@ def cutout(
         log(f"resuming: {len(done)} of {len(tasks)} tasks already done in {folder}")
 
     # ---- run
-    nworkers = workers or os.cpu_count() or 1
+    nworkers = workers or _cores()
     nworkers = max(1, min(nworkers, len(todo))) if todo else 1
     job = _Job(str(folder), nrows, refs, sas_url, str(cache) if cache else None, fill_value,
                resampler)
@@ -652,11 +652,17 @@ def cutout(
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(nworkers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(job,)) as pool:
+            pool = ProcessPoolExecutor(nworkers, mp_context=ctx, initializer=_worker_init,
+                                       initargs=(job,))
+            try:
                 pending = [pool.submit(_worker_run, *args(i)) for i in todo]
                 for fut in pending:
                     finished(fut.result())
+            except BaseException:
+                # stop at once: finished tasks are recorded, the rest resume next time
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         t_render = time.perf_counter() - t0
 
         for key, msg in list(errors.items())[:3]:
@@ -725,17 +731,27 @@ def cutout(
     elif output is not None:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - t0
-    summary = {"rows": nrows, "tasks": len(tasks), "frames_read": reads, "bytes_read": nbytes,
+    summary = {"rows": nrows, "tasks": len(tasks), "frames_read": reads,
+               "frames": len({f for cand in candidates for f in cand}), "bytes_read": nbytes,
                "frames_failed": len(errors), "flagged": n_flagged, "seconds": elapsed,
                "render_seconds": t_render}
     for name, count in n_flagged.items():
         if count:
             warn(f"{count} rows flagged {name}")
+    distinct = len({f for cand in candidates for f in cand})
     log(f"{nrows} cutouts in {elapsed:.1f} s ({nrows / max(elapsed, 1e-9):.1f}/s); "
-        f"{reads} frame reads, {nbytes / 1e6:.0f} MB")
+        f"{reads} frame reads of {distinct} frames, {nbytes / 1e6:.0f} MB")
     if output is None:
         return pa.Table.from_batches(out_batches) if out_batches else None
     return summary
+
+
+def _cores() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _index_cache(folder, cache) -> Path | None:
