@@ -1350,8 +1350,9 @@ def require_columns(
     """TableError "FILE: no column 'z' (columns: a, b, ...)" for the first missing name.
 
     `name` (or the reader's name) is the FILE; `what` says what the column is for, e.g.
-    "the --truth column", and is shown beside it. With a bare schema and no `name`, `what`
-    stands in for FILE.
+    "the --truth column": "FILE: no column 'z' (the --truth column; columns: a, b)". With a
+    bare schema and no `name`, `what` stands in for FILE. A column that differs only in case
+    is suggested ("did you mean 'Z'?").
     """
     schema = _schema_of(where)
     present = list(schema.names)
@@ -1365,9 +1366,9 @@ def require_columns(
         near = [c for c in present if c.lower() == col.lower()]
         hint = f"; did you mean '{near[0]}'?" if near else ""
         prefix = f"{file}: " if file else ""
-        about = f" ({purpose})" if purpose else ""
+        about = f"{purpose}; " if purpose else ""
         raise TableError(
-            f"{prefix}no column '{col}'{about}{hint} (columns: {_list_names(present)})"
+            f"{prefix}no column '{col}'{hint} ({about}columns: {_list_names(present)})"
         )
 
 

@@ -143,7 +143,7 @@ def test_missing_required_column_named_and_listed(tmp_path, table):
     with pytest.raises(T.TableError) as exc:
         T.require_columns(reader, ["z", "zphot"], what="the --zphot column")
     assert one_line(exc) == (
-        f"{tmp_path / 't.fits'}: no column 'zphot' (the --zphot column) (columns: specObjID, ra, z)"
+        f"{tmp_path / 't.fits'}: no column 'zphot' (the --zphot column; columns: specObjID, ra, z)"
     )
     with pytest.raises(T.TableError, match="did you mean 'z'"):
         T.require_columns(reader.schema, ["Z"], what="pred.fits")
