@@ -125,3 +125,17 @@ def test_frames_from_real_headers(shared_data):
         assert t.column("field").to_pylist() == [136]
         t = query_frames((10, 20, 10, 20), url=s.url, retries=0)
         assert t.num_rows == 0 and "ra_min" in t.column_names
+
+
+def test_frames_across_ra_zero_are_found():
+    frames = {"run": [1, 2, 3], "camcol": [1, 1, 1], "field": [10, 11, 12],
+              "ra_min": [359.9, 10.0, 359.0], "ra_max": [0.1, 10.2, 359.2],
+              "dec_min": [0.0, 0.0, 0.0], "dec_max": [0.2, 0.2, 0.2]}
+    from photoz_tools.sdss.query import query_frames
+
+    with StandIn(frames=frames) as s:
+        for box in ((359.95, 359.99, 0.1, 0.15), (0.01, 0.05, 0.1, 0.15), (359.5, 0.5, 0, 1)):
+            t = query_frames(box, url=s.url, retries=0, margin_arcsec=0)
+            assert 1 in t.column("run").to_pylist(), box
+        t = query_frames((10.05, 10.1, 0.1, 0.15), url=s.url, retries=0)
+        assert sorted(t.column("run").to_pylist()) == [1, 2]  # the RA=0 field: a candidate
