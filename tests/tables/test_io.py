@@ -305,3 +305,44 @@ def test_terminal_stdin_and_stdout_refused():
     text = out.decode()
     assert "ERR no input table: stdin is a terminal" in text
     assert "ERR stdout is a terminal: refusing to print a binary parquet table" in text
+
+
+PIPE_APP = """
+import sys
+import numpy as np
+import pyarrow as pa
+from photoz_tools import tables
+from photoz_tools.cli import common
+
+app = common.make_app("pz-demo", "write a big table to stdout")
+
+@app.command()
+def main(fmt: str) -> None:
+    schema = pa.schema([("pdf", pa.list_(pa.float32(), 180))])
+    pdf = np.random.default_rng(0).random((20000, 180), np.float32)
+    with tables.TableWriter("-", schema, format=fmt) as writer:
+        for _ in range(5):
+            writer.write(pa.record_batch([tables.to_arrow(pdf)], schema=schema))
+
+sys.exit(common.run(app))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "fits"])
+def test_pipe_into_head_ends_quietly(tmp_path, fmt):
+    """`pz-demo | head -c 100`: exit 141 like a SIGPIPE'd Unix tool, nothing on stderr."""
+    script = tmp_path / "app.py"
+    script.write_text(PIPE_APP)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    result = subprocess.run(
+        f"{sys.executable} {script} {fmt} | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(spool)},
+    )
+    assert result.stdout.decode().strip() == "141"
+    assert result.stderr == b""
+    assert list(spool.iterdir()) == []
