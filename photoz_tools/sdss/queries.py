@@ -222,13 +222,13 @@ def frames_sql(box: Box | None = None, top: int | None = None, after: int | None
               "f.raMax AS ra_max", "f.decMin AS dec_min", "f.decMax AS dec_max"]
     where: list[str] = []
     if box is not None:
-        # a field across RA = 0 (raMin > raMax) is always a candidate: pz-cutout checks its WCS
-        if box.wraps:
-            where.append(f"(f.raMin > f.raMax OR f.raMax >= {_num(box.ra_min)}"
-                         f" OR f.raMin <= {_num(box.ra_max)})")
+        # a field across RA = 0 has raMin > raMax: it covers [raMin, 360) and [0, raMax]
+        a, b = _num(box.ra_min), _num(box.ra_max)
+        if box.wraps:  # both contain RA = 0, so every field across it overlaps
+            where.append(f"(f.raMin > f.raMax OR f.raMax >= {a} OR f.raMin <= {b})")
         elif box.ra_min > 0.0 or box.ra_max < 360.0:
-            where.append(f"(f.raMin > f.raMax OR (f.raMax >= {_num(box.ra_min)}"
-                         f" AND f.raMin <= {_num(box.ra_max)}))")
+            where.append(f"((f.raMin <= f.raMax AND f.raMax >= {a} AND f.raMin <= {b})"
+                         f" OR (f.raMin > f.raMax AND (f.raMin <= {b} OR f.raMax >= {a})))")
         if box.dec_min > -90.0 or box.dec_max < 90.0:
             where += [f"f.decMax >= {_num(box.dec_min)}", f"f.decMin <= {_num(box.dec_max)}"]
     if after is not None:

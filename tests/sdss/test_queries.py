@@ -73,7 +73,7 @@ def test_mgs_sql_has_the_papers_cuts():
 def test_frames_sql_all_epochs():
     sql = Q.frames_sql(Q.Box(323.2, 323.5, -1, 0), top=10, after=5)
     assert "FROM Field AS f" in sql and "f.raMax >= 323.2 AND f.raMin <= 323.5" in sql
-    assert "f.decMin <= 0.0" in sql and "f.raMin > f.raMax OR" in sql  # fields across RA = 0
+    assert "f.decMin <= 0.0" in sql and "f.raMin > f.raMax AND" in sql  # fields across RA = 0
     assert "f.fieldID > 5" in sql and "ORDER BY f.fieldID" in sql
     assert "Primary" not in sql and "mode" not in sql  # every epoch, not only primary fields
 

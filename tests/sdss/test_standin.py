@@ -138,4 +138,6 @@ def test_frames_across_ra_zero_are_found():
             t = query_frames(box, url=s.url, retries=0, margin_arcsec=0)
             assert 1 in t.column("run").to_pylist(), box
         t = query_frames((10.05, 10.1, 0.1, 0.15), url=s.url, retries=0)
-        assert sorted(t.column("run").to_pylist()) == [1, 2]  # the RA=0 field: a candidate
+        assert t.column("run").to_pylist() == [2]
+        t = query_frames((0.05, 359.1, 0.1, 0.15), url=s.url, retries=0, margin_arcsec=0)
+        assert sorted(t.column("run").to_pylist()) == [1, 2, 3]
