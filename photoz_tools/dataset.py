@@ -60,7 +60,8 @@ NPZ_DEFAULT_MAP = {
     "zphoterr": "zphot_b16_err",
 }
 UNITS = {"ra": "deg", "dec": "deg", "ebv": "mag", "dered_petro_r": "mag", "image": "nanomaggy"}
-CUTOUT_FLAG_COLUMNS = ("cutout_flags", "flags")
+# pz-cutout's bitmask; never SDSS's photometric `flags`, which pz-cutout passes through
+CUTOUT_FLAG_COLUMNS = ("cutout_flags",)
 
 
 @dataclass

@@ -39,7 +39,8 @@ def cutouts_and_catalog(tmp_path, synth):
             "objID": tables.to_arrow(objid_cut),
             "image": tables.to_arrow(img),
             "n_frames": tables.to_arrow(n_frames),
-            "flags": tables.to_arrow(flags),
+            "cutout_flags": tables.to_arrow(flags),
+            "flags": tables.to_arrow(np.full(N, 1 << 40, np.int64)),  # SDSS photo flags
         }
     )
     tables.write_table(cut, tmp_path / "cutouts.parquet")
@@ -75,9 +76,17 @@ def test_join_keeps_cutout_order_drops_bad_rows_and_counts(cli, cutouts_and_cata
     assert t.column("objID").to_pylist() == objid_cut[want_rows].tolist()
     np.testing.assert_array_equal(tables.column_array(t, "image"), img[want_rows])
     assert np.allclose(t.column("z").to_numpy(), [truth[o] for o in objid_cut[want_rows]])
-    assert {"z", "ebv", "ra", "n_frames", "flags", "fold", "split", "pack_flags"} <= set(
-        t.column_names
-    )
+    assert {
+        "z",
+        "ebv",
+        "ra",
+        "n_frames",
+        "cutout_flags",
+        "flags",
+        "fold",
+        "split",
+        "pack_flags",
+    } <= set(t.column_names)
     assert t.column_names[0] == "objID" and t.column_names[-1] == "image"
     assert t.schema.field("fold").type == pa.int16() and t.schema.field("split").type == pa.string()
     fold = t.column("fold").to_numpy()
