@@ -584,8 +584,8 @@ class _TableSource:
             small = [
                 c
                 for c in self.cut_columns
-                if c != self.id and not _is_cell_tensor(self.reader.schema.field(c).type)
-            ]
+                if c != self.id and _is_numeric(self.reader.schema.field(c).type)
+            ]  # z and the cut columns: numeric scalars only
             for b in self.reader.iter_batches(self.batch_rows, columns=small):
                 for c in small:
                     labels.setdefault(c, []).append(tables.column_array(b, c))
