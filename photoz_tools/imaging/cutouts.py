@@ -116,20 +116,27 @@ class FrameStore:
 
     def fits_path(self, ref: FrameRef) -> Path | None:
         """A plain (uncompressed) FITS file of the frame, for SWarp."""
-        if ref.path and not ref.path.endswith((".bz2", ".gz")):
-            return Path(ref.path)
+        from photoz_tools.imaging.frames import decompress
+
+        local = Path(ref.path) if ref.path else None
+        if local is not None and local.is_file() and not ref.path.endswith((".bz2", ".gz")):
+            return local
         if self.scratch is None:
             self.scratch = Path(tempfile.mkdtemp(prefix="pz-swarp-"))
         out = self.scratch / f"frame-{ref.key}.fits"
         if not out.exists():
-            frame = self.load(ref)
-            if frame is None:
-                return None
-            from photoz_tools.imaging.frames import decompress
-
-            data = Path(ref.path).read_bytes() if ref.path else self._sas().get(ref.sas_path)[0]
             tmp = out.with_suffix(".part")
-            tmp.write_bytes(decompress(data, ref.key))
+            if local is not None and local.is_file():
+                tmp.write_bytes(decompress(local.read_bytes(), ref.path or ""))
+            elif local is None:
+                tmp.write_bytes(decompress(self._sas().get(ref.sas_path)[0], ref.sas_path))
+            else:  # a frame given in memory
+                from astropy.io import fits
+
+                frame = self.load(ref)
+                if frame is None:
+                    return None
+                fits.PrimaryHDU(frame.image, header=frame.header).writeto(tmp)
             os.replace(tmp, out)
         return out
 
@@ -293,8 +300,8 @@ def cutouts_from_frames(ra: Sequence[float] | np.ndarray, dec: Sequence[float] |
     For notebooks and simulations: ``cutouts_from_frames(ra, dec, ["frame-r-...fits", ...])``.
     """
     loaded = [f if isinstance(f, Frame) else load_frame(f) for f in frames]
-    refs = [FrameRef(f.band, f.run, f.camcol, f.field, f.rerun, f.name + f"#{i}")
-            for i, f in enumerate(loaded)]
+    refs = [FrameRef(f.band, f.run, f.camcol, f.field, f.rerun, f"{f.name}#{i}")
+            for i, f in enumerate(loaded)]  # distinct keys even for frames of one identity
     store = FrameStore(keep=len(loaded))
     for r, f in zip(refs, loaded, strict=True):
         store._frames[r.key] = f

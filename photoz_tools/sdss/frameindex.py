@@ -54,7 +54,13 @@ class FrameRef:
 
     @property
     def key(self) -> str:
-        return f"{self.band}-{self.run:06d}-{self.camcol}-{self.field:04d}-{self.rerun}"
+        """A file-name-safe identity (with a hash of the path for local files)."""
+        key = f"{self.band}-{self.run:06d}-{self.camcol}-{self.field:04d}-{self.rerun}"
+        if self.path:
+            import hashlib
+
+            key += "-" + hashlib.sha1(self.path.encode()).hexdigest()[:10]
+        return key
 
 
 class FrameIndex:
