@@ -93,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m photoz_tools.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    ap.add_argument("--galaxies", type=int, default=3000, help="galaxies to simulate")
-    ap.add_argument("--epochs", type=int, default=8, help="training epochs of the small CNN")
+    ap.add_argument("--galaxies", type=int, default=2500, help="galaxies to simulate")
+    ap.add_argument("--epochs", type=int, default=12, help="training epochs of the CNN")
+    ap.add_argument("--arch", default="small", help="architecture (small; tiny for tests)")
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="Adam learning rate (the paper's 1e-4 needs ~100x more steps)")
+    ap.add_argument("--per-field", type=float, default=300.0,
+                    help="galaxies per field (denser sky: fewer frames to render and fetch)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fresh", action="store_true", help="remove OUT first (else resume)")
     args = ap.parse_args(argv)
@@ -108,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     check_commands()
     timings: dict[str, float] = {}
     mock_dir = out / "mock"
-    run("mock", "-n", str(args.galaxies), "--seed", str(args.seed), "--deep-fraction", "0.2",
-        "--epochs", "3", "-o", str(mock_dir), timings=timings)
+    run("mock", "-n", str(args.galaxies), "--seed", str(args.seed), "--deep-fraction", "0.1",
+        "--epochs", "3", "--per-field", str(args.per_field), "-o", str(mock_dir),
+        timings=timings)
 
     server = Server(mock_dir)
     _say(f"simulated SkyServer at {server.url}, SAS at {server.sas_url}")
@@ -126,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run("pack", str(out / "cutouts.parquet"), "-c", str(out / "mgs.parquet"), "--folds", "5",
         "--seed", "0", "-o", str(out / "dataset.parquet"), timings=timings)
-    run("train", str(out / "dataset.parquet"), "-o", str(out / "model"), "--arch", "small",
-        "--fold", "0", "--epochs", str(args.epochs), "--batch-size", "64",
+    run("train", str(out / "dataset.parquet"), "-o", str(out / "model"), "--arch", args.arch,
+        "--fold", "0", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", str(args.lr),
         "--seed", str(args.seed), timings=timings)
     n_test = held_out(out / "dataset.parquet", out / "test.parquet")
     _say(f"{n_test} held-out galaxies (fold 0) for prediction")

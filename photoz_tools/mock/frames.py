@@ -30,7 +30,7 @@ RERUN = "301"
 GAIN = np.array([1.825, 3.855, 4.6, 5.195, 5.155])  # e-/count (camcol 2 of the real field)
 DARK_VARIANCE = np.array([12.6025, 1.44, 1.0, 6.25, 1.0])  # counts^2
 NMGY = np.array([0.0118724, 0.00446688, 0.00546689, 0.0065592, 0.038566])  # nmgy per count
-SKY_MAG = np.array([22.1, 21.8, 20.9, 20.2, 18.9])  # typical dark-sky mag/arcsec^2
+SKY_MAG = np.array([22.0, 21.7, 20.8, 20.15, 18.8])  # typical sky, mag/arcsec^2
 FWHM_REL = np.array([1.12, 1.06, 1.0, 0.96, 0.98])  # seeing in each band relative to r
 CAMROW = {"r": 1, "i": 2, "u": 3, "z": 4, "g": 5}
 BAND_TIME_OFFSET = {"r": 0.0, "i": 71.7, "u": 143.4, "z": 215.1, "g": 286.8}  # seconds
@@ -148,8 +148,9 @@ def add_noise(image: np.ndarray, spec: FrameSpec, calib: np.ndarray,
     return (image + noise * calib[None, :]).astype(np.float32)
 
 
-def truncate_mantissa(image: np.ndarray, bits: int = 10) -> np.ndarray:
-    """Round float32 to `bits` mantissa bits, as SDSS's FLOATCOMPRESS does (smaller .bz2)."""
+def truncate_mantissa(image: np.ndarray, bits: int = 9) -> np.ndarray:
+    """Round float32 to `bits` stored mantissa bits (10 significant binary digits with the
+    implicit one), as SDSS's FLOATCOMPRESS does: the real frames' 14 low bits are all zero."""
     u = np.ascontiguousarray(image, dtype=np.float32).view(np.uint32).copy()
     drop = 23 - bits
     u += np.uint32(1 << (drop - 1))
