@@ -92,9 +92,10 @@ _FORMAT_ALIASES = {
 }
 _COMPRESSED = {".gz": "gzip", ".bz2": "bzip2"}
 _FITS_KEYS_MAP = "PZKEYS"  # JSON list of the metadata keys as given (FITS upper-cases them)
+_FITS_META_JSON = "PZMETA"  # JSON dict of the metadata that keywords cannot hold exactly
 _FITS_STRUCTURAL = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|EXTEND|EXTNAME|EXTVER|EXTLEVEL|"
-    r"THEAP|CHECKSUM|DATASUM|COMMENT|HISTORY|END|PZKEYS|"
+    r"THEAP|CHECKSUM|DATASUM|COMMENT|HISTORY|END|PZKEYS|PZMETA|"
     r"T(TYPE|FORM|UNIT|DIM|NULL|SCAL|ZERO|DISP|BCOL|LMIN|LMAX|DMIN|DMAX|UCD|COMM)\d+)$"
 )
 _DROP_META = {"ARROW:schema", "pandas"}
@@ -686,6 +687,12 @@ def _fits_metadata(header) -> dict[str, str]:
         except (ValueError, TypeError, AttributeError):
             original = {}
         raw = {original.get(k, k): v for k, v in raw.items()}
+    extra = header.get(_FITS_META_JSON)
+    if extra:
+        try:
+            raw.update({str(k): str(v) for k, v in json.loads(extra).items()})
+        except (ValueError, TypeError, AttributeError):
+            raw[_FITS_META_JSON] = str(extra)
     return raw
 
 
@@ -1256,28 +1263,55 @@ def _fits_header_value(value: str) -> str:
     return value.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n")
 
 
+_NICE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+_NICE_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
 def _write_fits_metadata(hdu, metadata: dict[str, str], name: str = "") -> None:
     """Metadata as keywords (HIERARCH for long or mixed-case names, CONTINUE for long values),
-    the original key spelling in PZKEYS, and the provenance as HISTORY lines too."""
-    keys = []
+    the original key spelling in PZKEYS, and the provenance as HISTORY lines too.
+
+    What a keyword cannot hold exactly (a key over 40 characters or with odd characters, a
+    value with non-ASCII characters, newlines or trailing spaces, a key that would clash with
+    a FITS structural keyword) goes into one JSON long-string keyword, PZMETA, so that every
+    dict round-trips exactly."""
+    keys: list[str] = []
+    used: set[str] = set()
+    extra: dict[str, str] = {}
     for key, value in metadata.items():
-        if _FITS_STRUCTURAL.match(key.upper()) or key.upper() in ("SIMPLE", "END"):
+        value = str(value)
+        upper = key.upper()
+        nice = (
+            _NICE_KEY.fullmatch(key) is not None
+            and _NICE_VALUE.fullmatch(value) is not None
+            and value == value.rstrip()
+            and not _FITS_STRUCTURAL.match(upper)
+            and upper not in used
+            and upper not in (_FITS_META_JSON, "SIMPLE", "END")
+        )
+        if not nice:
+            extra[key] = value
             continue
         plain = re.fullmatch(r"[A-Z0-9_-]{1,8}", key) is not None
-        card = key if plain else f"HIERARCH {key}"
         try:
-            hdu.write_key(card, _fits_header_value(str(value)))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise TableError(
-                f"{name}: metadata key '{key}' cannot be a FITS header keyword "
-                f"({_first_line(exc)}); write Parquet, or shorten the key"
-            ) from None
+            hdu.write_key(key if plain else f"HIERARCH {key}", value)
+        except (OSError, ValueError, RuntimeError):
+            extra[key] = value  # cfitsio refused it: keep it exactly in PZMETA instead
+            continue
         keys.append(key)
-    if keys:
-        hdu.write_key(_FITS_KEYS_MAP, json.dumps(keys), comment="metadata key spelling")
+        used.add(upper)
+    try:
+        if keys:
+            hdu.write_key(_FITS_KEYS_MAP, json.dumps(keys), comment="metadata key spelling")
+        if extra:
+            hdu.write_key(_FITS_META_JSON, json.dumps(extra), comment="more metadata (JSON)")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TableError(
+            f"{name}: cannot write the metadata to the FITS header ({_first_line(exc)})"
+        ) from None
     for key in PROVENANCE_KEYS:
         if key in metadata:
-            text = f"{key}: {_fits_header_value(metadata[key])}"
+            text = f"{key}: {_fits_header_value(str(metadata[key]))}"
             for i in range(0, len(text), 70):
                 hdu.write_history(text[i : i + 70])
 

@@ -319,3 +319,22 @@ def test_zero_row_arrays_and_vectors_in_ecsv_votable(tmp_path):
     for ext in ("ecsv", "vot"):
         T.write_table(table, tmp_path / f"t.{ext}")
         assert np.array_equal(T.column_array(T.read_table(tmp_path / f"t.{ext}"), "pdf"), pdf)
+
+
+def test_any_metadata_dict_roundtrips_through_fits(tmp_path):
+    """Keys and values a FITS keyword cannot hold exactly travel in the PZMETA JSON keyword."""
+    meta = {
+        "k" * 60: "v" * 300,  # too long for HIERARCH + CONTINUE
+        "x y": "1",
+        "with=eq": "2",
+        "naxis": "3",  # would clash with a structural keyword
+        "ümlaut": "ü",
+        "command": "pz-score 'a b.fits'\n",
+        "trail": "x  ",
+        "A": "4",
+        "a": "5",  # differs from 'A' only in case
+        "empty": "",
+        "pz_inputs": json.dumps(["Ünïcode.fits"]),
+    }
+    T.write_table(pa.table({"a": [1]}), tmp_path / "t.fits", metadata=meta)
+    assert T.open_table(tmp_path / "t.fits").metadata == meta
