@@ -56,7 +56,8 @@ def check_body(text: str, content_type: str = "") -> None:
     """
     head = text.lstrip("\ufeff \t\r\n")
     first = head.split("\n", 1)[0].strip()
-    if "html" in content_type.lower() or head[:1] == "<":
+    is_html = head[:1] == "<" or ("html" in content_type.lower() and not first.startswith("#"))
+    if is_html:  # the body decides: SkyServer may label its CSV text/html
         body = re.sub(r"(?is)<(head|script|style)[^>]*>.*?</\1>", " ", head)
         words = " ".join(re.sub(r"<[^>]+>", " ", body).split())
         if not words:

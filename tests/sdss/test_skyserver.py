@@ -80,3 +80,15 @@ def test_ids_are_exact_int64(standin, fast_client, catalog):
     ids = sorted(catalog.column("specObjID").to_pylist())[:50]
     assert t.column("specObjID").to_pylist() == ids
     assert str(t.schema.field("objID").type) == "int64"
+
+
+def test_check_body_decides_by_content():
+    from photoz_tools.sdss.skyserver import _Retryable, check_body
+
+    check_body("#Table1\nra,dec\n1,2\n", "text/html; charset=utf-8")  # CSV labelled as HTML
+    check_body("ra\n1\n", "text/plain")
+    for body, ctype in (("<html><body>Server busy</body></html>", "text/plain"),
+                        ("Server busy", "text/html"), ("Error: Invalid object name 'x'.", ""),
+                        ("#Table1\nerror\nsomething\n", ""), ("", "")):
+        with pytest.raises(_Retryable):
+            check_body(body, ctype)
