@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,25 @@ class PredictResult:
     bad_rows: int
     bundle_hash: str
     members: int
+
+
+def predict_padded(model: Any, images: np.ndarray, ebv: np.ndarray,
+                   batch_size: int = 256) -> np.ndarray:
+    """model outputs for (n,64,64,5) images and (n,) ebv in slices of exactly `batch_size`
+    (the last one padded with zeros), so XLA/JAX compile the prediction once, not per shape."""
+    n, bs = len(images), int(batch_size)
+    out = None
+    for s in range(0, n, bs):
+        im, e = images[s:s + bs], np.asarray(ebv[s:s + bs], np.float32).reshape(-1)
+        m = len(im)
+        if m < bs:
+            im = np.concatenate([im, np.zeros((bs - m, *im.shape[1:]), np.float32)])
+            e = np.concatenate([e, np.zeros(bs - m, np.float32)])
+        y = np.asarray(model.predict_on_batch({"image": im, "ebv": e.reshape(-1, 1)}))
+        if out is None:
+            out = np.empty((n, y.shape[1]), dtype=np.float32)
+        out[s:s + m] = y[:m]
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 class Ensemble:
@@ -55,17 +75,7 @@ class Ensemble:
             self.model = keras.Model({"image": image, "ebv": ebv}, mean, name="ensemble")
 
     def _run(self, images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
-        n, bs = len(images), self.batch_size
-        out = np.empty((n, self.bundle.bins.n), dtype=np.float32)
-        for s in range(0, n, bs):
-            im, e = images[s:s + bs], ebv[s:s + bs]
-            m = len(im)
-            if m < bs:  # pad to the traced shape
-                im = np.concatenate([im, np.zeros((bs - m, *im.shape[1:]), np.float32)])
-                e = np.concatenate([e, np.zeros(bs - m, np.float32)])
-            y = self.model.predict_on_batch({"image": im, "ebv": e.reshape(-1, 1)})
-            out[s:s + m] = np.asarray(y)[:m]
-        return out
+        return predict_padded(self.model, images, ebv, self.batch_size)
 
     def __call__(self, images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
         from photoz_tools.model.data import transform

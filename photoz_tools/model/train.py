@@ -127,12 +127,14 @@ def evaluate(model, selection, rows: np.ndarray, bins: Bins, batch_size: int = 2
     """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`."""
     from photoz_tools import metrics, pdf
     from photoz_tools.model import data
+    from photoz_tools.model.predict import predict_padded
 
     if len(rows) == 0:
         return {}
     pdfs, zs = [], []
+    batch_size = min(batch_size, len(rows))  # one traced shape per run
     for r, x in data.iter_eval_batches(selection, rows, image_col):
-        pdfs.append(np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64))
+        pdfs.append(predict_padded(model, x["image"], x["ebv"], batch_size).astype(np.float64))
         zs.append(selection.z[r])
     p = np.concatenate(pdfs)
     z = np.concatenate(zs)
