@@ -32,7 +32,7 @@ SDSS_NPZ_SHA256=${SDSS_NPZ_SHA256:-}      # optional checksum of the download
 FOLDS=5                                   # the paper's 5-fold cross-validation
 MEMBERS=${MEMBERS:-6}                     # the paper's ensemble of 6 initialisations
 SEED=${SEED:-0}
-VALIDATION=${VALIDATION:-20000}           # the paper's 20,000-galaxy validation subset
+VALIDATION=${VALIDATION:-25000}           # 4/5 of it (20,000, the paper's) outside each test fold
 FOLDS_TO_RUN=${FOLDS_TO_RUN:-"0 1 2 3 4"} # a subset, to spread folds over machines
 TRAIN_OPTS=${TRAIN_OPTS:-}                # extra pz-train options (e.g. --arch, --steps)
 PACK_OPTS=${PACK_OPTS:-}                  # extra pz-pack options (e.g. --label-map OLD=NEW)
@@ -59,7 +59,9 @@ fi
 
 # --- 2. pack: the MGS cut (dered_petro_r <= 17.8, z <= 0.4, primtarget >= 64), 5 folds ------------
 # The cube is streamed from the zip, never loaded whole. Folds are seeded and stratified in z.
-# --validation 20000 (VALIDATION): the paper's monitoring subset (drawn outside the test fold).
+# --test-fold none: every fold is the test set in turn (pz-train --fold k holds fold k out), so
+# no fold is marked test here. --validation 25000 (VALIDATION): drawn over all folds, so that
+# pz-train --fold k monitors the 4/5 of them outside fold k: the paper's 20,000 galaxies.
 # The labels' 64 names are read from the file: $WORK/labels.tsv lists them with the output column
 # each becomes (EBV -> ebv, zphot -> zphot_b16 by default). If the Beck et al. photo-z or the cut
 # columns go by other names, map them: PACK_OPTS='--label-map theirname=zphot_b16'.
@@ -69,7 +71,8 @@ if [[ ! -s $DATASET ]]; then
   pz-pack "$SDSS_NPZ" --list-labels $PACK_OPTS > "$WORK/labels.tsv"
   say "pz-pack: $SDSS_NPZ -> $DATASET (labels: $WORK/labels.tsv)"
   # shellcheck disable=SC2086
-  pz-pack "$SDSS_NPZ" --mgs-cut --folds "$FOLDS" --seed "$SEED" --validation "$VALIDATION" $PACK_OPTS \
+  pz-pack "$SDSS_NPZ" --mgs-cut --folds "$FOLDS" --seed "$SEED" --test-fold none \
+    --validation "$VALIDATION" $PACK_OPTS \
     -o "$DATASET"
 fi
 

@@ -94,7 +94,11 @@ def pack(
     ] = None,
     test_fold: Annotated[
         str,
-        typer.Option("--test-fold", help="Fold whose rows get split=test ('none': no test set)."),
+        typer.Option(
+            "--test-fold",
+            help="Fold whose rows get split=test; 'none' for k-fold cross-validation, where "
+            "pz-train --fold k holds each fold out in turn.",
+        ),
     ] = "0",
     validation: Annotated[
         str,
