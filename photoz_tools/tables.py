@@ -208,7 +208,9 @@ def _spool_stdin() -> str:
     """Copy stdin to a temporary file in chunks: Parquet needs its footer, FITS needs seeks."""
     out = _tempfile(None, "pz-stdin")
     try:
-        stream = sys.stdin.buffer
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            raise TableError("no input table: there is no stdin to read; give a table path")
         with open(out, "wb") as fout:
             shutil.copyfileobj(stream, fout, _CHUNK)
     except BaseException:
@@ -882,6 +884,8 @@ class TableWriter:
             self.name = "stdout"
             self.dest = None
             self.format = _normalise_format(format) or "parquet"
+            if getattr(sys.stdout, "buffer", None) is None:
+                raise TableError("stdout cannot take a binary table here; give an output path")
             if self.format in ("parquet", "fits") and _isatty(sys.stdout):
                 raise TableError(
                     f"stdout is a terminal: refusing to print a binary {self.format} table "
@@ -903,8 +907,8 @@ class TableWriter:
             if not os.path.isdir(folder):
                 raise TableError(f"{self.dest}: cannot write: folder {folder} does not exist")
         meta = _decode_meta(schema.metadata)
-        meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-        meta.update({str(k): str(v) for k, v in (provenance or {}).items()})
+        meta.update(_decode_meta(metadata))
+        meta.update(_decode_meta(provenance))
         self.metadata = meta
         self.schema = schema_with_units(schema).with_metadata(
             {k.encode(): v.encode() for k, v in meta.items()} or None
