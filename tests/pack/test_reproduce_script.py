@@ -56,7 +56,9 @@ def test_script_runs_pack_five_folds_and_scores(tmp_path, sdss_npz):
     assert any("--drop-widest 10,20" in c for c in calls)
     work = tmp_path / "work"
     pred = pq.read_table(work / "predictions.parquet", columns=["fold"])
-    ds = pq.read_table(work / "dataset.parquet", columns=["fold"])
+    ds = pq.read_table(work / "dataset.parquet", columns=["fold", "split"])
+    # no fold is marked test: pz-train --fold k makes fold k the test set in turn
+    assert set(ds.column("split").to_pylist()) == {"train", "validation"}
     assert pred.num_rows == ds.num_rows  # every galaxy predicted once, by its held-out fold
     assert sorted(pred.column("fold").to_pylist()) == sorted(ds.column("fold").to_pylist())
     assert "EBV" in (work / "labels.tsv").read_text()
