@@ -86,13 +86,14 @@ def test_example_format_data_z_ebv(tmp_path):
     path = tmp_path / "data_example.npz"
     np.savez(
         path,
-        data=np.ones((n, 64, 64, 5), np.float32),
+        data=np.ones((n, 64, 64, 5), np.float64),  # float64 images become float32
         z=np.full((n, 1), 0.1),
         ebv=np.full((n, 1), 0.02),
     )
     src = NpzSource(path)
     assert src.cube == "data.npy"
     ((img, cols),) = list(src.iter_batches(100))
+    assert img.dtype == np.float32
     assert img.shape == (n, 64, 64, 5) and cols["z"].shape == (n,) and cols["ebv"].shape == (n,)
 
 
