@@ -80,6 +80,8 @@ _SHOW = {
     "width68": ("width68", "{:.4g}"),
 }
 _JSON_EXT = (".json",)
+_OUT_EXT = (".json", ".csv", ".ecsv", ".fits", ".fit", ".fits.gz", ".parquet", ".pq", ".vot",
+            ".xml")
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -219,6 +221,8 @@ def score(
                            f"{', '.join(scoring.DEDUPE_CHOICES)}")
     if bins is not None and by is None:
         raise PzUsageError("--bins needs --by COLUMN")
+    if input in ("-", "") and sys.stdin.isatty():
+        raise PzUsageError("no input: name a predictions table, or pipe one in")
     if batch_size is not None and batch_size < 1:
         raise PzUsageError(f"--batch-size {batch_size}: must be >= 1")
     spec = scoring.parse_bins(bins) if bins is not None else None
@@ -229,6 +233,9 @@ def score(
             raise PzUsageError(f"--plot {plot}: give a .png, .pdf or .svg file name")
         if not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
             raise PzError(f"--plot {plot}: folder does not exist")
+    if output and output != "-" and not output.lower().endswith(_OUT_EXT):
+        raise PzUsageError(f"-o {output}: name a .csv, .json, .fits, .parquet (or .ecsv, "
+                           ".vot) file")
     if output and output != "-":
         folder = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(folder):

@@ -290,7 +290,7 @@ def test_missing_columns_are_named(preds, cli, args, words):
 
 @pytest.mark.parametrize("args", [["--bins", "3"], ["--by", "z", "--bins", "0.2,0.1"],
                                   ["--drop-widest", "120"], ["--eta-threshold", "0"],
-                                  ["--by", "z", "--bins", "x"]])
+                                  ["--by", "z", "--bins", "x"], ["-o", "scores.txt"]])
 def test_usage_errors_exit_2(preds, cli, args):
     failed(cli("pz-score", preds, *args), code=2)
 
