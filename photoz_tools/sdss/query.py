@@ -60,6 +60,9 @@ class Part:
     name: str
     build: Callable[[int | None, int | None], str]
     key: str  # output column holding the paging key (ascending, unique)
+    # end only on an empty page: a page cut short (SkyServer's silent row cap, a body cut at a
+    # line boundary) then costs one request instead of losing the rows after it
+    until_empty: bool = False
 
 
 class QueryJob:
@@ -206,7 +209,7 @@ class QueryJob:
                 total += page.num_rows
                 if on_rows:
                     on_rows(total)
-                if page.num_rows < top:
+                if page.num_rows == 0 or (page.num_rows < top and not part.until_empty):
                     break
                 after = int(page.column(part.key)[-1].as_py())
             (self.spool / f"{part.name}.done").touch()
@@ -316,7 +319,8 @@ def plan_query(sql: str | None = None, *, release: int = DEFAULT_RELEASE, url: s
     cuts = Q.MgsCuts(r_max=r_max, r_min=r_min, z_min=z_min, z_max=z_max,
                      primtarget_min=primtarget_min, where=wheres)
     skybox = _as_box(box)
-    part = Part("mgs", lambda top, after: Q.mgs_sql(cuts, skybox, top, after), "specObjID")
+    part = Part("mgs", lambda top, after: Q.mgs_sql(cuts, skybox, top, after), "specObjID",
+                until_empty=True)
     return QueryJob([part], client, page_size=page_size, limit=limit,
                     types=_types(MGS_COLUMNS), units=Q.MGS_UNITS, spool=spool,
                     description="mgs")

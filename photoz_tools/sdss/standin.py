@@ -930,7 +930,7 @@ def frame_index_from_files(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- faults
 
 
-FAULT_KINDS = ("http500", "html200", "error200", "drop", "hang", "truncate")
+FAULT_KINDS = ("http500", "html200", "error200", "drop", "hang", "truncate", "short")
 
 _HTML_ERROR = ("<!DOCTYPE html>\n<html><head><title>SkyServer: SQL Search</title></head>\n"
                "<body><h1>Error</h1>\n<p>{message}</p>\n</body></html>\n")
@@ -1083,7 +1083,9 @@ class StandIn:
           ``error200`` SkyServer's text answer ``Error: ...`` with status 200 (`message`);
           ``drop`` close the connection without answering;
           ``hang`` answer nothing for `hang` seconds, then close (past the client's timeout);
-          ``truncate`` announce the full Content-Length, send half of the body, close.
+          ``truncate`` announce the full Content-Length, send half of the body, close;
+          ``short`` a valid table with only the first half of its rows (SkyServer's silent
+          row cap; SQL only).
         target: ``sql`` (default; ``sas`` for truncate), ``sas`` or ``any``.
         after: let this many matching requests through first (a failure mid-way).
         Faults queue up in the order injected.
@@ -1188,8 +1190,8 @@ class StandIn:
             h.close_connection = True
             with contextlib.suppress(OSError):
                 h.connection.shutdown(socket.SHUT_RDWR)
-        elif f.kind == "truncate":
-            rec.extra["truncate"] = True
+        elif f.kind in ("truncate", "short"):
+            rec.extra[f.kind] = True
             return False
         return True
 
@@ -1202,6 +1204,8 @@ class StandIn:
             if not sql.strip():
                 raise SQLError("the query is empty.")
             cols = run_select(self.data, parse_sql(sql), self.max_rows)
+            if rec.extra.get("short"):
+                cols = {k: v[: len(v) // 2] for k, v in cols.items()}
         except SQLError as exc:
             msg = str(exc)
             if fmt == "csv":
