@@ -76,8 +76,8 @@ def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray,
     where SWarp would give weight 0 (too close to an edge, or a non-finite position); those
     pixels hold `fill`. NaN pixels of the frame propagate into the values they touch.
 
-    The 36 taps are 36 gathers of all positions at once (``take`` from the frame shifted by
-    the tap's offset), each weighted by its x- and y-weight: long vector operations only.
+    The 6x6 taps come in six gathers of all positions at once, one per kernel row (six
+    contiguous pixels each), x-weighted, then y-weighted: no per-pixel Python.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
     ny, nx = image.shape
@@ -99,18 +99,15 @@ def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray,
         wy = lanczos3_weights(y - fy)
         # first tap (1-based floor(v)-2) as a 0-based flat index: (floor(y)-3) nx + floor(x)-3
         base = (fy.astype(np.intp) - 3) * nx + (fx.astype(np.intp) - 3)
-        flat = image.ravel()
+        # the frame seen as overlapping runs of 6 pixels (24-byte records, 4 bytes apart): one
+        # gather per kernel row fetches that row's six taps of every position at once
+        runs = np.ndarray(shape=(image.size - 5,), dtype=np.dtype((np.void, 24)),
+                          buffer=image, strides=(4,))
+        wxt = np.ascontiguousarray(wx.T)
         acc = np.zeros(base.size, dtype=np.float32)
-        row = np.empty_like(acc)
-        tap = np.empty_like(acc)
         for j in range(6):
-            row[:] = 0.0
-            for i in range(6):
-                np.take(flat[j * nx + i:], base, out=tap, mode="clip")
-                tap *= wx[i]
-                row += tap
-            row *= wy[j]
-            acc += row
+            taps = runs[base + j * nx].view(np.float32).reshape(-1, 6)
+            acc += np.einsum("ni,ni->n", taps, wxt) * wy[j]
         if everywhere:
             out = acc
         else:
