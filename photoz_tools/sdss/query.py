@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ class QueryJob:
     # spool helpers
     def _prepare(self, fresh: bool, log: Callable[[str], None]) -> None:
         manifest = self.spool / "manifest.json"
+        if self.spool.exists() and any(self.spool.iterdir()) and not _is_spool(self.spool):
+            raise PzError(f"--spool {self.spool}: the folder holds other files, not pz-query's "
+                          "pages; give a new or empty folder")
         if fresh and self.spool.exists():
             shutil.rmtree(self.spool)
         if manifest.exists():
@@ -115,8 +119,8 @@ class QueryJob:
                 shutil.rmtree(self.spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         if not manifest.exists():
-            _atomic_write(manifest, json.dumps({"key": self.key, "sql": self.shown_sql,
-                                                "url": self.client.url,
+            _atomic_write(manifest, json.dumps({"format": SPOOL_FORMAT, "key": self.key,
+                                                "sql": self.shown_sql, "url": self.client.url,
                                                 "release": self.client.release}).encode())
 
     def _pages(self, part: str) -> list[Path]:
@@ -260,8 +264,26 @@ class QueryJob:
 
     def cleanup(self) -> None:
         """Remove the spool folder (call once the result is safely written)."""
-        shutil.rmtree(self.spool, ignore_errors=True)
+        if self.spool.exists() and _is_spool(self.spool):
+            shutil.rmtree(self.spool, ignore_errors=True)
         self.spool.with_name(self.spool.name + ".lock").unlink(missing_ok=True)
+
+
+SPOOL_FORMAT = "pz-query-spool-1"
+_SPOOL_FILE = re.compile(r"(manifest\.json(\.tmp)?|\w+\.done|\w+-p\d{6}\.(parquet|tmp))\Z")
+
+
+def _is_spool(folder: Path) -> bool:
+    """Whether `folder` holds only a pz-query resume folder's files (safe to remove)."""
+    names = [p.name for p in folder.iterdir()]
+    if not all(_SPOOL_FILE.match(n) for n in names):
+        return False
+    if "manifest.json" not in names:
+        return True  # pages but no manifest yet (killed between the two): ours by their names
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == SPOOL_FORMAT
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager

@@ -132,3 +132,15 @@ def test_one_run_at_a_time_per_spool(standin, tmp_path):
     assert job.fetch() == 10 and len(list(job.iter_tables())) == 1
     job.cleanup()
     assert not spool.exists() and not (tmp_path / "s.lock").exists()
+
+
+def test_spool_never_removes_a_foreign_folder(standin, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"members": 6}')
+    with pytest.raises(PzError, match="holds other files"):
+        query(url=standin.url, limit=5, spool=folder, fresh=True, **FAST)
+    assert (folder / "manifest.json").read_text() == '{"members": 6}'
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert query(url=standin.url, limit=5, spool=empty, **FAST).num_rows == 5
