@@ -98,7 +98,8 @@ class QueryJob:
                             "parts": [p.build(page_size, None) for p in self.parts],
                             "page_size": page_size, "limit": limit}, sort_keys=True)
         self.key = hashlib.sha256(ident.encode()).hexdigest()
-        self.spool = Path(spool) if spool is not None else default_spool_root() / self.key[:20]
+        root = Path(spool) if spool is not None else default_spool_root() / self.key[:20]
+        self.spool = root.absolute()
         self.requests = 0  # pages fetched by this run (not counting the resumed ones)
 
     # spool helpers
@@ -161,9 +162,14 @@ class QueryJob:
         """Fetch the pages the spool lacks (resuming); returns the total row count."""
         log = log or (lambda msg: None)
         self.spool.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(self.spool.with_name(self.spool.name + ".lock")):
-            self._prepare(fresh, log)
-            return self._fetch(log, on_rows)
+        lock = self.spool.with_name(self.spool.name + ".lock")
+        try:
+            with _locked(lock):
+                self._prepare(fresh, log)
+                return self._fetch(log, on_rows)
+        finally:
+            if not (self.spool.is_dir() and _is_spool(self.spool)):  # nothing of ours to guard
+                lock.unlink(missing_ok=True)
 
     def _fetch(self, log: Callable[[str], None], on_rows: Callable[[int], None] | None) -> int:
         import pyarrow.parquet as pq
