@@ -29,9 +29,10 @@ from photoz_tools.cli.common import (
 from photoz_tools.errors import PzError, PzUsageError
 
 HELP = (
-    "Score photometric redshifts against spectroscopic truth: bias, sigma_MAD and the outlier "
-    "rate eta of dz = (zphot - zspec)/(1 + zspec) (Pasquet et al. 2019), and where the table "
-    "has PDFs the mean CRPS (exact for the histogram PDF), the flatness of the PIT "
+    "Score photometric redshifts against spectroscopic truth. "
+    "The metrics are those of Pasquet et al. (2019): bias, sigma_MAD and the outlier rate eta "
+    "of dz = (zphot - zspec)/(1 + zspec), and where the table has PDFs the mean CRPS (exact "
+    "for the histogram PDF), the flatness of the PIT "
     "(Kolmogorov-Smirnov and Cramer-von Mises statistics against uniform) and the mean width "
     "of the central 68 % interval."
     "\n\n"
@@ -49,14 +50,14 @@ HELP = (
 EXAMPLES = """\
 [bold]Examples[/bold]
 
-  [dim]# the CNN beside Beck et al. 2016, with the summary figure and a CSV[/dim]
+  The CNN beside Beck et al. (2016), with the summary figure and a CSV:
   pz-score zphot.parquet --zphot zphot,zphot_b16 --plot scores.png -o scores.csv
 
-  [dim]# Table 1 (per fold, mean, std) and Table 2's trials (drop the widest PDFs)[/dim]
+  Table 1 (per fold, mean, std) and Table 2's trials (drop the widest PDFs):
   pz-score zphot.parquet --group fold
   pz-score zphot.parquet --drop-widest 10,20
 
-  [dim]# in bins of spectroscopic redshift; truth from a catalogue joined by id[/dim]
+  In bins of spectroscopic redshift; the truth from a catalogue joined by id:
   pz-score zphot.parquet --by z --bins 0,0.05,0.1,0.2,0.4
   pz-score preds.csv --truth-table mgs.fits --id specObjID --dedupe first
 """
