@@ -32,6 +32,14 @@ def client(standin, tmp_path, retries=2):
     return SasClient(standin.sas_url, tmp_path / "cache", retries=retries, timeout=5, backoff=0)
 
 
+def test_server_errors_and_drops_are_retried_then_reported(sas_root, tmp_path):
+    with StandIn(sas_root=sas_root) as s:
+        s.inject("http500", 10, target="sas")
+        with pytest.raises(FetchError, match="HTTP 500.*rerun"):
+            client(s, tmp_path, retries=2).get(REF.sas_path)
+        assert len(s.requests) == 3
+
+
 def test_fetch_caches_verified_bytes(sas_root, tmp_path):
     with StandIn(sas_root=sas_root) as s:
         c = client(s, tmp_path)
@@ -67,7 +75,8 @@ def test_server_errors_and_drops_are_retried(sas_root, tmp_path):
     with StandIn(sas_root=sas_root) as s:
         s.inject("http500", 1, target="sas")
         s.inject("drop", 1, target="sas")
-        data, _ = client(s, tmp_path).get(REF.sas_path)
+        s.inject("html200", 1, target="sas")  # an error page with status 200 is no frame
+        data, _ = client(s, tmp_path, retries=3).get(REF.sas_path)
     assert data == (sas_root / REF.sas_path).read_bytes()
 
 
