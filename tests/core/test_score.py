@@ -309,3 +309,24 @@ def test_help_is_fast_and_ends_with_example(cli):
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert ok(cli("pz-score", "--version")).startswith("pz-score (photoz-tools)")
+
+
+def test_fits_input_matches_parquet(preds, cli, tmp_path):
+    fits = write(make_predictions(), tmp_path / "pred.fits")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    ok(cli("pz-score", preds, "-o", str(a)))
+    ok(cli("pz-score", fits, "-o", str(b)))
+    want, got = records(a)[0], records(b)[0]
+    assert want.pop("estimator") == got.pop("estimator")
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-6), k
+
+
+def test_string_groups_and_non_numeric_by(cli, tmp_path):
+    csv = tmp_path / "g.csv"
+    csv.write_text("id,z,zphot,survey\n1,0.1,0.1,main\n2,0.2,0.3,lrg\n3,0.1,0.11,main\n")
+    out = tmp_path / "s.json"
+    ok(cli("pz-score", str(csv), "--group", "survey", "-o", str(out)))
+    assert [r["group"] for r in records(out)] == ["lrg", "main", "mean", "std"]
+    err = failed(cli("pz-score", str(csv), "--by", "survey"))
+    assert "--by needs a numeric column" in err
