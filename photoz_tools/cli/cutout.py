@@ -29,7 +29,7 @@ Cut 64x64 ugriz cutouts (0.396"/pixel, north up, east left, nanomaggies) centred
 catalogue row, as Pasquet et al. (2019) did with SWarp: every overlapping SDSS corrected frame
 is resampled with Lanczos-3 onto a gnomonic grid and the frames are median-combined per band.
 
-Output: the catalogue's columns + image float32 (64,64,5) [y, x, band] + n_frames int16[5]
+Output: the catalogue's columns + image float32 (64,64,5) \\[y, x, band] + n_frames int16[5]
 (frames per band) + cutout_flags (1 edge, 2 missing band, 4 NaN input, 8 centre off frame,
 16 frame not fetched). Uncovered pixels are 0 (SWarp's convention; --fill nan) and flagged.
 
@@ -60,19 +60,19 @@ def main_command(
                            help="Frames table from 'pz-query frames' (run, rerun, camcol, "
                            "field, ra_min, ra_max, dec_min, dec_max).")] = None,
     sas_url: Annotated[str | None, typer.Option("--sas-url", help="SAS photoObj base URL "
-                       "[default: https://data.sdss.org/sas/dr12/boss/photoObj].")] = None,
+                       "\\[default: https://data.sdss.org/sas/dr12/boss/photoObj].")] = None,
     cache: Annotated[str | None, typer.Option("--cache", metavar="DIR", help="Frame cache "
-                     "[default: $PZ_CACHE or ~/.cache/photoz-tools].")] = None,
+                     "\\[default: $PZ_CACHE or ~/.cache/photoz-tools].")] = None,
     ra: Annotated[str, typer.Option("--ra", help="RA column (deg).")] = "ra",
     dec: Annotated[str, typer.Option("--dec", help="Dec column (deg).")] = "dec",
-    id: Annotated[str | None, typer.Option("--id", help="Id column [default: first of objID, "
+    id: Annotated[str | None, typer.Option("--id", help="Id column \\[default: first of objID, "
                   "specObjID, id].")] = None,
     resampler: Annotated[str, typer.Option("--resampler", help="native (numpy Lanczos-3, "
                          "SWarp's conventions) or swarp (runs SWarp per galaxy).")] = "native",
     fill: Annotated[str, typer.Option("--fill", help="Value of uncovered pixels: zero or "
                     "nan (always flagged).")] = "zero",
     workers: Annotated[int | None, typer.Option("-j", "--workers", help="Processes "
-                       "[default: all cores].")] = None,
+                       "\\[default: all cores].")] = None,
     preview: Annotated[str | None, typer.Option("--preview", metavar="FILE.png", help="Grid "
                        "of Lupton RGB (g, r, i) composites of the first cutouts.")] = None,
     preview_count: Annotated[int, typer.Option("--preview-count", help="Cutouts in the "
