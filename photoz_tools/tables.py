@@ -153,7 +153,7 @@ def _sniff(head: bytes) -> str | None:
         return "votable"
     if head and b"\x00" not in head:
         try:
-            line = head.decode("utf-8").splitlines()[0]
+            line = head.decode("utf-8", "ignore").splitlines()[0]
         except (UnicodeDecodeError, IndexError):
             return None
         if "," in line:
