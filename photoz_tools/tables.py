@@ -433,7 +433,9 @@ class TableReader:
     ) -> Iterator[pa.RecordBatch]:
         """Yield record batches of at most `batch_rows` rows; memory bounded by the batch.
 
-        By default a batch holds at most 4096 rows and about 64 MB (~800 images).
+        By default a batch holds at most 4096 rows and about 64 MB (~800 images). Parquet is
+        decoded a row group at a time (pyarrow cannot do less): files written here have ~16 MB
+        groups; a foreign file costs its largest group.
         With ``with_offset=True`` yield ``(first_row, batch)`` pairs, for messages naming rows.
         """
         cols = self.columns if columns is None else self._check_columns(columns)
