@@ -84,8 +84,10 @@ class Region:
 def _layout(name: str, n: int, per_field: float, ra0: float, runs: list[int], stripe: int,
             ebv_median: float, rng: np.random.Generator) -> Region:
     nfields_total = max(1, math.ceil(n / per_field))
-    ncam = min(6, nfields_total)
-    nf = max(1, math.ceil(nfields_total / ncam))
+    # the fewest fields holding them: camcols x fields per camcol, up to six camcols
+    ncam = min(range(1, min(6, nfields_total) + 1),
+               key=lambda c: (c * math.ceil(nfields_total / c), -c))
+    nf = math.ceil(nfields_total / ncam)
     dec0 = -(ncam - 1) / 2 * CAMCOL_STEP * fr.PIXEL_DEG
     reg = Region(name, ra0, dec0, ncam, nf, runs, stripe, ebv_median)
     for k, _ in enumerate(runs):
