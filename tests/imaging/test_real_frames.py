@@ -29,10 +29,14 @@ def centroid(img: np.ndarray, x0: float, y0: float, radius: float = 6.0, sky_in:
 
 def aperture_flux(img: np.ndarray, x0: float, y0: float, radius: float = 12.0,
                   sky_in: float = 16.0, sky_out: float = 24.0) -> float:
-    """Sum inside `radius` (sub-pixel sampled) minus the annulus median per pixel."""
+    """Sum inside `radius` (sub-pixel sampled) minus the annulus mean per pixel.
+
+    The mean, not the median: resampling smooths the noise, which moves the median of skewed
+    (low-count u-band) sky but conserves its mean.
+    """
     yy, xx = np.indices(img.shape, dtype=np.float64)
     r = np.hypot(xx - x0, yy - y0)
-    sky = np.median(img[(r > sky_in) & (r < sky_out)])
+    sky = np.mean(img[(r > sky_in) & (r < sky_out)])
     sub = np.linspace(-0.45, 0.45, 10)  # 10x10 sub-samples give the fraction inside
     frac = np.zeros_like(img)
     near = r < radius + 1
