@@ -281,9 +281,14 @@ def column_array(data: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
         storage = arr
     flat = storage
     while pa.types.is_fixed_size_list(flat.type):
-        flat = flat.flatten()  # respects slice offsets; null cells keep their slots
-    values = _values_numpy(flat)
-    return values.reshape((n, *shape))
+        # .values sliced by hand: flatten() drops the slots of null cells (a flagged pdf row)
+        k = flat.type.list_size
+        flat = flat.values.slice(flat.offset * k, len(flat) * k)
+    values = _values_numpy(flat).reshape((n, *shape))
+    if storage.null_count:
+        values = values.astype(np.result_type(values.dtype, np.float32))  # a copy, with NaN
+        values[storage.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return values
 
 
 def _equal_lists(arr: pa.Array, name: str) -> np.ndarray:

@@ -338,3 +338,20 @@ def test_any_metadata_dict_roundtrips_through_fits(tmp_path):
     }
     T.write_table(pa.table({"a": [1]}), tmp_path / "t.fits", metadata=meta)
     assert T.open_table(tmp_path / "t.fits").metadata == meta
+
+
+def test_null_pdf_cells_keep_their_rows(tmp_path):
+    """pz-predict writes null pdf cells for flagged rows: they read back as NaN rows, in place."""
+    pdf = np.tile(np.arange(180, dtype=np.float32), (4, 1))
+    arr = pa.array([pdf[0], None, pdf[2], None], type=T.to_arrow(pdf).type)
+    batch = pa.record_batch([arr, pa.array([1, 2, 3, 4])], ["pdf", "id"])
+    for data in (batch, batch.slice(1)):
+        out = T.column_array(data, "pdf")
+        assert out.shape == (len(data), 180)
+        expect_null = np.asarray(data.column(0).is_null())
+        assert np.isnan(out[expect_null]).all()
+        assert (out[~expect_null] == pdf[0]).all()
+    path = tmp_path / "nulls.parquet"
+    T.write_table(pa.Table.from_batches([batch]), path)
+    back = T.column_array(T.read_table(path), "pdf")
+    assert np.isnan(back[[1, 3]]).all() and (back[[0, 2]] == pdf[0]).all()
