@@ -19,6 +19,7 @@ _LAZY = {
     "train": "photoz_tools.model.train:train",
     "predict": "photoz_tools.model.predict:predict",
     "query": "photoz_tools.sdss.query:query",
+    "query_frames": "photoz_tools.sdss.query:query_frames",
     "cutout": "photoz_tools.imaging.cutouts:cutout",
     "pack": "photoz_tools.dataset:pack",
     "mock": "photoz_tools.mock.survey:mock",

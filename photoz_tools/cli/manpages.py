@@ -12,12 +12,15 @@ checked in beside the page so a stale page shows up as a plain diff (tests/cli/t
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 COMMANDS = ("query", "cutout", "pack", "train", "predict", "score", "mock")
+# rich console markup ([bold]...[/bold]) that typer renders on a terminal but leaves in epilogs
+_RICH_TAG = re.compile(r"\[/?(?:bold|dim|italic|underline|code|red|green|yellow|blue|cyan)\]")
 
 
 def markdown(command: str) -> str:
@@ -30,9 +33,13 @@ def markdown(command: str) -> str:
     app = importlib.import_module(f"photoz_tools.cli.{command}").app
     click_obj = typer.main.get_command(app)
     name = f"pz-{command}"
-    ctx = typer.Context(click_obj, info_name=name, obj={MARKUP_MODE_KEY: app.rich_markup_mode})
+    # plain text, not rich's HTML rendering: pandoc would keep its entities
+    ctx = typer.Context(click_obj, info_name=name, obj={MARKUP_MODE_KEY: None})
     summary = click_obj.get_short_help_str(limit=300) or app.info.help or ""
     body = get_docs_for_click(obj=click_obj, ctx=ctx, name=name, title="DESCRIPTION")
+    body = _RICH_TAG.sub("", body)
+    # the worked examples (indented lines of the epilog) stay preformatted in the page
+    body = re.sub(r"(?m)^  (?=\S)", "    ", body)
     # pandoc's man writer takes the title block for the header line: NAME(1) and the version
     header = f"% {name.upper()}(1) photoz-tools {__version__} | photoz-tools manual\n%\n%\n\n"
     header += f"# NAME\n\n{name} - {summary}\n\n"
@@ -51,7 +58,7 @@ def man(markdown_text: str) -> str:
     if pandoc is None:
         raise RuntimeError("pandoc not found (apt-get install pandoc)")
     return subprocess.run(
-        [pandoc, "--standalone", "--from", "markdown", "--to", "man"],
+        [pandoc, "--standalone", "--from", "markdown-smart", "--to", "man"],
         input=markdown_text,
         capture_output=True,
         text=True,
