@@ -72,7 +72,7 @@ def main_command(
     fill: Annotated[str, typer.Option("--fill", help="Value of uncovered pixels: zero or "
                     "nan (always flagged).")] = "zero",
     workers: Annotated[int | None, typer.Option("-j", "--workers", help="Processes "
-                       "\\[default: all cores].")] = None,
+                       "\\[default: all cores; twice that when fetching from the SAS].")] = None,
     preview: Annotated[str | None, typer.Option("--preview", metavar="FILE.png", help="Grid "
                        "of Lupton RGB (g, r, i) composites of the first cutouts.")] = None,
     preview_count: Annotated[int, typer.Option("--preview-count", help="Cutouts in the "

@@ -99,12 +99,12 @@ class FrameStore:
         try:
             if ref.path:
                 data = Path(ref.path).read_bytes()
-                name = ref.path
-            else:
-                data, _ = self._sas().get(ref.sas_path)
-                name = ref.sas_path
-            self.bytes_read += len(data)
-            frame = load_frame(data, name=name)
+                self.bytes_read += len(data)
+                frame = load_frame(data, name=ref.path)
+            else:  # verified (hence decompressed) by the cache: parse those bytes
+                data, fits_bytes = self._sas().get(ref.sas_path)
+                self.bytes_read += len(data)
+                frame = load_frame(fits_bytes, name=ref.sas_path)
         except (PzError, OSError) as exc:
             self.errors[ref.key] = str(exc)
             return None
@@ -624,7 +624,8 @@ def cutout(
         log(f"resuming: {len(done)} of {len(tasks)} tasks already done in {folder}")
 
     # ---- run
-    nworkers = workers or _cores()
+    # fetching from the SAS waits on the network as much as on the CPU: twice the cores
+    nworkers = workers or (_cores() if frames is not None else max(4, 2 * _cores()))
     nworkers = max(1, min(nworkers, len(todo))) if todo else 1
     job = _Job(str(folder), nrows, refs, sas_url, str(cache) if cache else None, fill_value,
                resampler)
