@@ -607,7 +607,9 @@ def cutout(
              if any(refs[f].band == band for row in groups[g] for f in candidates[row])]
     signature = {"rows": nrows, "ra": float(ra_v.sum()) if nrows else 0.0,
                  "dec": float(dec_v.sum()) if nrows else 0.0, "refs": len(refs),
-                 "frames": str(frames), "index": str(frame_index), "resampler": resampler,
+                 "frames": str(frames),
+                 "index": str(frame_index) if isinstance(frame_index, str | os.PathLike)
+                 else type(frame_index).__name__, "resampler": resampler,
                  "fill": fill, "groups": [int(t[0]) for t in groups], "task_rows": task_rows,
                  "ntasks": len(tasks)}
     to_stdout = output is None or str(output) == "-"
