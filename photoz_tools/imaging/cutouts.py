@@ -534,6 +534,8 @@ def cutout(
     t0 = time.perf_counter()
 
     # ---- the catalogue's positions (O(N) floats; the rest streams later)
+    if not isinstance(catalog, str | os.PathLike | pa.Table) and catalog is not None:
+        catalog = _as_arrow(catalog, pa)
     if isinstance(catalog, pa.Table):
         cat_table, reader, cat_name = catalog, None, "catalogue"
         names = catalog.column_names
@@ -754,6 +756,17 @@ def cutout(
     if output is None:
         return pa.Table.from_batches(out_batches) if out_batches else None
     return summary
+
+
+def _as_arrow(catalog: Any, pa) -> Any:
+    """A dict of arrays, pandas DataFrame or astropy Table as a pyarrow Table."""
+    if hasattr(catalog, "colnames"):  # astropy
+        return pa.table({c: np.asarray(catalog[c]) for c in catalog.colnames})
+    try:
+        return pa.table(catalog)
+    except (TypeError, ValueError, pa.ArrowException) as exc:
+        raise PzError(f"catalogue: cannot read a {type(catalog).__name__} as a table "
+                      "(give a path, a pyarrow/astropy Table, a DataFrame or a dict)") from exc
 
 
 def _cores() -> int:
