@@ -168,6 +168,7 @@ def predict(
         n_rows = n_bad = 0
         qp_parts: list[np.ndarray] = []
         qp_ids: list[np.ndarray] = []
+        qp_flags: list[np.ndarray] = []
         id_col = tables.find_id_column(names) if qp_path else None
         chunk = max(batch_size, (4096 // batch_size) * batch_size)
         try:
@@ -203,6 +204,8 @@ def predict(
                 writer.write(out)
                 if qp_path:
                     qp_parts.append(np.where(bad[:, None], np.nan, p))
+                    qp_flags.append(arrays[len(kept) + pdfcore.SUMMARY_COLUMNS.index("pz_flags")]
+                                    .to_numpy())
                     if id_col:
                         qp_ids.append(np.asarray(tables.column_array(batch, id_col))
                                       if id_col in batch.schema.names else np.zeros(0))
@@ -217,7 +220,8 @@ def predict(
                 write_qp(qp_path, bins, np.concatenate(qp_parts) if qp_parts
                          else np.zeros((0, bins.n), np.float32),
                          ids=np.concatenate(qp_ids) if qp_ids and id_col else None,
-                         id_name=id_col)
+                         id_name=id_col,
+                         flags=np.concatenate(qp_flags) if qp_flags else None)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -241,10 +245,13 @@ def _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata, prov)
 
 
 def write_qp(path: str | Path, bins: pdfcore.Bins, pdfs: np.ndarray,
-             ids: np.ndarray | None = None, id_name: str | None = None) -> None:
+             ids: np.ndarray | None = None, id_name: str | None = None,
+             flags: np.ndarray | None = None) -> None:
     """Write the PDFs as a qp histogram ensemble (LSST DESC RAIL's format; needs qp-prob).
 
-    qp stores float64 and renormalises on read; rows without a prediction are stored as NaN.
+    qp stores float64 densities (probability / bin width) and renormalises on read; rows without
+    a prediction are stored as NaN, with pz_flags (and the id column) as ancillary data. The
+    whole ensemble is built in memory (N x n_bins float64): qp cannot append.
     """
     try:
         import qp
@@ -259,9 +266,15 @@ def write_qp(path: str | Path, bins: pdfcore.Bins, pdfs: np.ndarray,
     ancil = {}
     if ids is not None and id_name and len(ids) == len(pdfs):
         ancil[id_name] = np.asarray(ids)
-    ens = qp.Ensemble(qp.hist, data=data, ancil=ancil or None)
+    if flags is not None and len(flags) == len(pdfs):
+        ancil["pz_flags"] = np.asarray(flags)
+    import warnings
+
     tmp = path.with_name(f".{path.name}.tmp.hdf5")
-    ens.write_to(str(tmp))
+    with warnings.catch_warnings():  # qp warns about the NaN rows of bad inputs
+        warnings.simplefilter("ignore")
+        ens = qp.Ensemble(qp.hist, data=data, ancil=ancil or None)
+        ens.write_to(str(tmp))
     tmp.replace(path)
 
 

@@ -175,7 +175,7 @@ def train(
     backend.configure(recipe.seed, deterministic=False)
     import keras
 
-    from photoz_tools.model import architecture, data
+    from photoz_tools.model import architecture, feed
 
     if recipe.mixed_precision:
         if backend.has_gpu():
@@ -219,7 +219,7 @@ def train(
             model = architecture.build_model(cfg, seed=mseed)
             _compile(model, p)
             step, history = 0, []
-        batches = data.TrainingBatches(sel, p["batch_size"], seed=mseed, augment=recipe.augment,
+        batches = feed.TrainingBatches(sel, p["batch_size"], seed=mseed, augment=recipe.augment,
                                        balanced=recipe.balanced, image_col=image_col, bins=bins)
         report("start", member=m, members=recipe.members, step=step, total=total)
         it, it_epoch = None, -1

@@ -21,10 +21,17 @@ def _read(stdout: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(stdout))
 
 
-def test_predict_writes_summaries_pdf_and_provenance(cli, tiny_bundle, catalog, model_env):
-    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalog), env=model_env)
+def test_predict_writes_summaries_pdf_provenance_and_qp(cli, tiny_bundle, catalog, model_env,
+                                                        tmp_path):
+    try:
+        import qp
+    except ImportError:  # the optional extra: the rest of the test still runs
+        qp = None
+    qpf = tmp_path / "pdfs.hdf5"
+    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalog),
+            *(["--qp", str(qpf)] if qp else []), env=model_env)
     assert r.returncode == 0, r.stderr.decode()
-    t = _read(r.stdout)
+    t = _read(r.stdout)  # qp's own chatter must not reach stdout
     names = t.column_names
     assert names[:3] == ["objID", "z", "ebv"] and "image" not in names
     for c in ("zphot", "zphot_err", "zmode", "z_lo68", "z_hi68", "width68", "pz_flags", "pdf"):
@@ -44,6 +51,22 @@ def test_predict_writes_summaries_pdf_and_provenance(cli, tiny_bundle, catalog, 
     zp = t["zphot"].to_numpy()
     np.testing.assert_allclose(zp, p.astype(np.float64) @ bins.midpoints, rtol=1e-4)
     assert b"predicted 40 rows" in r.stderr
+    if qp is not None:
+        _check_qp(qp, qpf, t)
+
+
+def _check_qp(qp, qpf, t):
+    """The --qp file read back with qp itself: same bins, PDFs, ids and means."""
+    ens = qp.read(str(qpf))
+    assert ens.npdf == t.num_rows
+    edges = np.asarray(ens.metadata["bins"]).reshape(-1)
+    np.testing.assert_allclose(edges, Bins.default().edges)
+    density = np.asarray(ens.objdata["pdfs"])  # qp keeps densities: probability / bin width
+    np.testing.assert_allclose(density * np.diff(edges), tables.column_array(t, "pdf"),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(ens.ancil["objID"], t["objID"].to_numpy())
+    np.testing.assert_array_equal(ens.ancil["pz_flags"], t["pz_flags"].to_numpy())
+    np.testing.assert_allclose(ens.mean().reshape(-1), t["zphot"].to_numpy(), atol=1e-4)
 
 
 def test_predict_arrays_matches_the_command(cli, tiny_bundle, catalog, model_env, tmp_path):
@@ -177,3 +200,4 @@ def test_manifest_records_the_training(tiny_bundle):
         assert {"loss", "sigma_mad", "bias", "eta", "crps", "pit_ks"} <= set(member["validation"])
         assert len(member["sha256"]) == 64
     assert m["versions"]["keras"]
+

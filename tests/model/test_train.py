@@ -73,7 +73,7 @@ def test_kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run(tiny_dataset
                                                                    tmp_path):
     """Deterministic with a seed on CPU, and a resumed run ends with the same weights."""
     args = [str(tiny_dataset), "--arch", "tiny", "--steps", "30", "--batch-size", "16",
-            "--seed", "11", "--val-size", "30", "--checkpoint-every", "4", "-q"]
+            "--seed", "11", "--val-size", "30", "--checkpoint-every", "4", "--no-xla", "-q"]
     env = {**os.environ, **model_env}
     cmd = [sys.executable, "-m", "photoz_tools.cli.train"]
     ref = subprocess.run([*cmd, *args, "-o", str(tmp_path / "ref")], env=env,
