@@ -47,6 +47,7 @@ def aperture_flux(img: np.ndarray, x0: float, y0: float, radius: float = 12.0,
     return float(((img - sky) * frac).sum())
 
 
+@pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")  # SDSS writes RADECSYS
 def test_wcs_read(real_frames):
     """The header's TAN WCS as read agrees with astropy.wcs to 1e-8 pixel, and is SDSS's."""
     from astropy.wcs import WCS
