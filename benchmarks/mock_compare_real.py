@@ -49,6 +49,24 @@ def star_fwhm(image: np.ndarray, noise: float) -> float:
     return float(np.percentile(out, 25)) if out else float("nan")
 
 
+def stars_only_fwhm(fwhm: float, noise: float) -> float:
+    """The estimator on the mock's PSF alone (stars on noise, no galaxies): what a star-only
+    field like the real one near M2 would give."""
+    import galsim
+
+    from photoz_tools.mock import render
+
+    rng = np.random.default_rng(0)
+    img = galsim.ImageF(600, 600, scale=0.396)
+    psf = render.psf_object(fwhm)
+    for k in range(60):
+        x, y = 30 + 70 * (k % 8) + rng.uniform(0, 1), 30 + 70 * (k // 8) + rng.uniform(0, 1)
+        render.draw_object(img, psf.withFlux(rng.uniform(50, 300) * noise * 20), None, x, y,
+                           img.wcs, 48)
+    arr = img.array + rng.normal(0, noise, img.array.shape)
+    return star_fwhm(arr, noise)
+
+
 def main() -> None:
     if len(sys.argv) > 1:
         mock_dir = Path(sys.argv[1])
@@ -58,8 +76,9 @@ def main() -> None:
         mock_dir = Path(tempfile.mkdtemp(prefix="pz-mock-compare-"))
         mock(mock_dir, n=200, seed=4, per_field=200, jobs=1)
     psfield = fitsio.read(str(REAL / "psField-002583-2-0136.fit"), ext=6)
-    print(f"{'band':4s} {'noise real':>10s} {'noise mock':>10s} {'FWHM real':>9s} "
-          f"{'(psField)':>9s} {'FWHM mock':>9s} {'(header)':>8s} {'MB real':>7s} {'MB mock':>7s}")
+    print(f"{'band':4s} {'noise real':>10s} {'(skysig)':>8s} {'noise mock':>10s} "
+          f"{'FWHM real':>9s} {'(psField)':>9s} {'FWHM mock':>9s} {'(stars)':>7s} "
+          f"{'(header)':>8s} {'MB real':>7s} {'MB mock':>7s}")
     real_keys: set[str] = set()
     mock_keys: set[str] = set()
     for b, band in enumerate("ugriz"):
@@ -70,8 +89,10 @@ def main() -> None:
         real_keys |= set(rh.keys())
         mock_keys |= set(mh.keys())
         rn, mn = robust_noise(rim), robust_noise(mim)
-        print(f"{band:4s} {rn:10.4f} {mn:10.4f} {star_fwhm(rim, rn):9.2f} "
+        skysig = psfield["skysig"][0][b] * rh["NMGY"]
+        print(f"{band:4s} {rn:10.4f} {skysig:8.4f} {mn:10.4f} {star_fwhm(rim, rn):9.2f} "
               f"{psfield['psf_width'][0][b]:9.2f} {star_fwhm(mim, mn):9.2f} "
+              f"{stars_only_fwhm(mh['PSF_FWHM'], mn):7.2f} "
               f"{mh['PSF_FWHM']:8.2f} {rpath.stat().st_size / 1e6:7.2f} "
               f"{mpath.stat().st_size / 1e6:7.2f}")
     print("HDU0 keywords in the real frames, not in the mock:",

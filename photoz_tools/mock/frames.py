@@ -161,12 +161,22 @@ def truncate_mantissa(image: np.ndarray, bits: int = 9) -> np.ndarray:
 def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
     """HDU0 keywords of an SDSS corrected frame (values of this mock)."""
     tai = (spec.mjd * 86400.0) + offset_seconds
+    from astropy.time import Time
+
+    t = Time(tai / 86400.0, format="mjd", scale="tai")
+    date, hms = t.strftime("%Y-%m-%d"), t.strftime("%H:%M:%S.%f")[:11]
     cd = spec.cd
     recs = [
         ("TAI", tai, "1st row - Number of seconds since Nov 17 1858"),
         ("RA", spec.crval1, "1st row - Right ascension of telescope boresight (deg)"),
         ("DEC", 0.0, "1st row - Declination of telescope boresight (deg)"),
         ("SPA", 90.0, "1st row - Camera col position angle wrt north (deg)"),
+        ("IPA", 0.0, "1st row - Instrument rotator position angle (deg)"),
+        ("IPARATE", 0.0, "1st row - Instrument rotator angular velocity (deg/sec)"),
+        ("AZ", 180.0, "1st row - Azimuth  (encoder) of tele (0=N?) (deg)"),
+        ("ALT", float(90.0 - np.degrees(np.arccos(1 / spec.airmass))), "1st row - Altitude (deg)"),
+        ("DATE-OBS", date, "1st row - TAI date"),
+        ("TAIHMS", hms, "1st row - TAI time (HH:MM:SS.SS)"),
         ("ORIGIN", "SDSS", ""), ("TELESCOP", "2.5m", ""), ("TIMESYS", "TAI", ""),
         ("RUN", spec.run, "Run number"),
         ("FRAME", spec.field, "Frame sequence number within the run"),
@@ -174,10 +184,16 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
         ("STRIPE", spec.stripe, "Stripe index number"),
         ("STRIP", "N", "Strip in the stripe being tracked."),
         ("FLAVOR", "science", "Flavor of this run"),
+        ("SYS_SCN", "mean", "System of the scan great circle (e.g., mean)"),
+        ("EQNX_SCN", 2000.0, "Equinox of the scan great circle. (years)"),
         ("NODE", 95.0, "RA of the great circle's ascending node (deg)"),
         ("INCL", 0.0, "Great circle's inclination wrt cel. eq. (deg)"),
         ("EXPTIME", "53.907456", "Exposure time (seconds)"),
+        ("OBJECT", f"{spec.stripe} N", "e.g., 'stripe 50.6 degrees, north strip'"),
         ("SYSTEM", "FK5", ""), ("CCDMODE", "DRIFT", "'STARING' or 'DRIFT'"),
+        ("C_OBS", 26322, "CCD row clock rate (usec/row)"),
+        ("COLBIN", 1, "Binning factor perpendicular to the columns"),
+        ("ROWBIN", 1, "Binning factor perpendicular to the rows"),
         ("CAMROW", CAMROW[spec.filter], "Row in the imaging camera"),
         ("BADLINES", 0, "Number of bad lines in frame"),
         ("EQUINOX", 2000.0, ""),
@@ -185,6 +201,8 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
         ("BUNIT", "nanomaggy", "1 nanomaggy = 3.631e-6 Jy"),
         ("FILTER", spec.filter, "filter used"),
         ("CAMCOL", spec.camcol, "column in the imaging camera"),
+        ("VERSION", "v5_6_3", ""), ("DERV_VER", "NOCVS:v8_23", ""),
+        ("ASTR_VER", "NOCVS:v5_24", ""),
         ("RADECSYS", "ICRS", "International Celestial Ref. System"),
         ("CTYPE1", "RA---TAN", "Coordinate type"), ("CTYPE2", "DEC--TAN", "Coordinate type"),
         ("CUNIT1", "deg", "Units"), ("CUNIT2", "deg", "Units"),
