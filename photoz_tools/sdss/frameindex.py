@@ -172,16 +172,23 @@ class FrameIndex:
     def _grid(self) -> dict[tuple[int, int], list[int]]:
         if self._cells is None:
             cells: dict[tuple[int, int], list[int]] = defaultdict(list)
-            for i in range(len(self.refs)):
-                d0 = int(np.floor((self.dec_min[i] - MARGIN_DEG) / _CELL_DEG))
-                d1 = int(np.floor((self.dec_max[i] + MARGIN_DEG) / _CELL_DEG))
-                r0 = int(np.floor((self.ra_min[i] - 1.0) / _CELL_DEG))  # RA margin <= 1 deg
-                width = self.ra_width[i] + 2.0
-                r1 = r0 + int(np.ceil(width / _CELL_DEG)) + 1
-                ncell = int(round(360.0 / _CELL_DEG))
+            ncell = int(round(360.0 / _CELL_DEG))
+            boxes: dict[tuple[float, ...], list[int]] = defaultdict(list)
+            for i, box in enumerate(zip(self.ra_min.tolist(), self.ra_width.tolist(),
+                                        self.dec_min.tolist(), self.dec_max.tolist(),
+                                        strict=True)):
+                boxes[box].append(i)  # the five bands of a field share one box
+            for (ra_min, width, dec_min, dec_max), members in boxes.items():
+                d0 = int(np.floor((dec_min - 2 * MARGIN_DEG) / _CELL_DEG))
+                d1 = int(np.floor((dec_max + 2 * MARGIN_DEG) / _CELL_DEG))
+                # the grid holds boxes grown by twice the default margin (RA: over cos dec)
+                cosd = np.cos(np.radians(min(max(abs(dec_min), abs(dec_max)) + 0.1, 89.9)))
+                mra = 2 * MARGIN_DEG / cosd
+                r0 = int(np.floor((ra_min - mra) / _CELL_DEG))
+                r1 = int(np.floor((ra_min + width + mra) / _CELL_DEG))
                 for dc in range(d0, d1 + 1):
                     for rc in range(r0, r1 + 1):
-                        cells[(dc, rc % ncell)].append(i)
+                        cells[(dc, rc % ncell)].extend(members)
             self._cells = dict(cells)
         return self._cells
 
@@ -189,21 +196,32 @@ class FrameIndex:
                margin_deg: float = MARGIN_DEG) -> list[list[int]]:
         """For each position, the indices (into ``refs``) of frames whose box, grown by
         `margin_deg`, contains it."""
+        if margin_deg > 2 * MARGIN_DEG:
+            raise ValueError(f"margin_deg {margin_deg} exceeds the index grid's margin")
         grid = self._grid()
         ncell = int(round(360.0 / _CELL_DEG))
-        out: list[list[int]] = []
-        for a, d in zip(np.asarray(ra, dtype=float) % 360.0, np.asarray(dec, dtype=float),
-                        strict=True):
-            cand = grid.get((int(np.floor(d / _CELL_DEG)), int(np.floor(a / _CELL_DEG)) % ncell))
+        ra_a = np.asarray(ra, dtype=float) % 360.0
+        dec_a = np.asarray(dec, dtype=float)
+        cells = (np.floor(dec_a / _CELL_DEG).astype(np.int64) * ncell
+                 + np.floor(ra_a / _CELL_DEG).astype(np.int64) % ncell)
+        out: list[list[int]] = [[] for _ in range(ra_a.size)]
+        order = np.argsort(cells, kind="stable")
+        bounds = np.flatnonzero(np.diff(cells[order])) + 1
+        # one broadcast test per occupied cell: its galaxies x its frames
+        for grp in np.split(order, bounds):
+            if grp.size == 0:
+                continue
+            cell = int(cells[grp[0]])
+            cand = grid.get((cell // ncell, cell % ncell))
             if not cand:
-                out.append([])
                 continue
             c = np.asarray(cand)
-            mra = margin_deg / max(np.cos(np.radians(d)), 1e-3)
-            inside_dec = (d >= self.dec_min[c] - margin_deg) & (d <= self.dec_max[c] + margin_deg)
-            east = (a - (self.ra_min[c] - mra)) % 360.0
-            inside_ra = east <= self.ra_width[c] + 2 * mra
-            out.append(c[inside_dec & inside_ra].tolist())
+            a, d = ra_a[grp][:, None], dec_a[grp][:, None]
+            mra = margin_deg / np.maximum(np.cos(np.radians(d)), 1e-3)
+            inside = (d >= self.dec_min[c] - margin_deg) & (d <= self.dec_max[c] + margin_deg)
+            inside &= (a - (self.ra_min[c] - mra)) % 360.0 <= self.ra_width[c] + 2 * mra
+            for g, row in zip(grp, inside, strict=True):
+                out[g] = c[row].tolist()
         return out
 
 
