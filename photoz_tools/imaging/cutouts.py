@@ -72,7 +72,7 @@ class FrameStore:
     """
 
     def __init__(self, sas_url: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 keep: int = 6, scratch: str | os.PathLike | None = None) -> None:
+                 keep: int = 10, scratch: str | os.PathLike | None = None) -> None:
         self.sas_url = sas_url
         self.cache_dir = cache_dir
         self.keep = keep
@@ -424,7 +424,7 @@ class _Job:
     fill: float
     resampler: str
     size: int = SIZE
-    store_keep: int = 6
+    store_keep: int = 10  # two fields x five bands: neighbouring groups share frames
     extra: dict = field(default_factory=dict)
 
 
@@ -635,9 +635,17 @@ def cutout(
                resampler)
     reads = nbytes = 0
     errors: dict[str, str] = {}
-    total = sum(len(groups[g]) for g, _ in tasks)
+    # progress in galaxies: a (group, band) task is 1/5 of its group's galaxies
+    from collections import Counter
+
+    bands_of = Counter(g for g, _ in tasks)
+
+    def share(i: int) -> float:
+        g = tasks[i][0]
+        return len(groups[g]) / bands_of[g]
+
     if progress is not None:
-        progress.update(total=total, completed=sum(len(groups[tasks[i][0]]) for i in done))
+        progress.update(total=nrows, completed=sum(share(i) for i in done))
 
     def args(i):
         g, band = tasks[i]
@@ -652,7 +660,7 @@ def cutout(
         nbytes += b
         errors.update(errs)
         if progress is not None:
-            progress.advance(len(groups[tasks[i][0]]))
+            progress.advance(share(i))
 
     try:
         if nworkers == 1:
