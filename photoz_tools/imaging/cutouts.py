@@ -402,11 +402,15 @@ class Partial:
             f.flush()
             os.fsync(f.fileno())
 
-    def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, a: int, b: int, fill: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """images (k, S, S, 5), n_frames (k, 5) and row flags (k,) of rows a..b-1."""
         images = np.stack([np.load(self.folder / f"image_{band}.npy", mmap_mode="r")[a:b]
                            for band in BANDS], axis=-1)
         nfr = np.array(np.load(self.folder / "n_frames.npy", mmap_mode="r")[a:b])
+        if fill != 0.0:  # bands no task touched (no frame at all) hold the file's zeros
+            empty = nfr == 0
+            images[np.broadcast_to(empty[:, None, None, :], images.shape)] = fill
         flags = np.array(np.load(self.folder / "flags.npy", mmap_mode="r")[a:b])
         return images, nfr, finish_flags(flags, nfr)
 
@@ -708,7 +712,7 @@ def cutout(
         try:
             for batch in batches():
                 stop = start + batch.num_rows
-                images, nfr, flg = partial.rows(start, stop)
+                images, nfr, flg = partial.rows(start, stop, fill_value)
                 for bit, name in FLAG_NAMES.items():
                     n_flagged[name] += int(((flg & bit) != 0).sum())
                 if preview is not None and sum(len(x) for x in shown) < preview_count:

@@ -206,3 +206,11 @@ def test_shutil_which_swarp_optional():
     else:
         with pytest.raises(PzError, match="apt-get install swarp"):
             swarp.swarp_binary()
+
+
+def test_rows_off_every_frame_are_filled_and_flagged(plain_dir):
+    t = cutout({"id": [1, 2], "ra": [10.0, 11.0], "dec": [10.0, 10.0]}, frames=plain_dir,
+               workers=1, fill="nan")
+    assert np.isnan(t.column("image").combine_chunks().to_numpy_ndarray()).all()
+    assert t.column("n_frames").to_pylist() == [[0] * 5] * 2
+    assert t.column("cutout_flags").to_pylist() == [FLAG_MISSING_BAND | FLAG_OFF_FRAME] * 2
