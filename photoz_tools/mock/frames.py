@@ -141,11 +141,16 @@ def flat_field(band: int, camcol: int) -> np.ndarray:
 
 def add_noise(image: np.ndarray, spec: FrameSpec, calib: np.ndarray,
               rng: np.random.Generator) -> np.ndarray:
-    """Sky-subtracted image + Gaussian noise of sky + object counts through the gain."""
-    counts = np.maximum(image, 0) / calib[None, :]
-    var = (spec.sky_counts + counts) / spec.gain + spec.dark_variance
+    """Sky-subtracted image with the noise of sky + object counts through the gain.
+
+    As in SDSS, the detector reads whole counts (DN): the frame is (integer counts - sky) x
+    calib, so its pixel values are discrete and compress like the real frames'.
+    """
+    counts = image / calib[None, :]
+    var = (spec.sky_counts + np.maximum(counts, 0)) / spec.gain + spec.dark_variance
     noise = rng.standard_normal(image.shape, dtype=np.float32) * np.sqrt(var).astype(np.float32)
-    return (image + noise * calib[None, :]).astype(np.float32)
+    raw = np.rint(spec.sky_counts + counts + noise)
+    return ((raw - spec.sky_counts) * calib[None, :]).astype(np.float32)
 
 
 def truncate_mantissa(image: np.ndarray, bits: int = 9) -> np.ndarray:
@@ -224,8 +229,7 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
 
 
 def _sky_hdu(spec: FrameSpec, rng: np.random.Generator) -> np.ndarray:
-    grid = np.linspace(-1, 1, 256)[None, :] * 0.01 + rng.normal(0, 0.002)
-    allsky = (spec.sky_counts * (1 + grid + 0.005 * np.linspace(-1, 1, 192)[:, None]))
+    allsky = np.full((192, 256), spec.sky_counts, np.float32)  # the sky that was subtracted
     rec = np.zeros(1, dtype=[("ALLSKY", ">f4", (192, 256)), ("XINTERP", ">f4", (NAXIS1,)),
                              ("YINTERP", ">f4", (NAXIS2,))])
     rec["ALLSKY"][0] = allsky
