@@ -214,3 +214,24 @@ def test_rows_off_every_frame_are_filled_and_flagged(plain_dir):
     assert np.isnan(t.column("image").combine_chunks().to_numpy_ndarray()).all()
     assert t.column("n_frames").to_pylist() == [[0] * 5] * 2
     assert t.column("cutout_flags").to_pylist() == [FLAG_MISSING_BAND | FLAG_OFF_FRAME] * 2
+
+
+def test_partial_of_another_input_is_not_reused(plain_dir, real_frames, reference, tmp_path):
+    """A leftover OUT.partial/ from a different catalogue is discarded, not resumed."""
+    out = tmp_path / "cut.parquet"
+    other = pa.table({"objID": [1], "ra": [STAR[0] + 0.001], "dec": [STAR[1]]})
+
+    class Killer:
+        def update(self, **kw):
+            pass
+
+        def advance(self, n=1):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cutout(other, out, frames=plain_dir, workers=1, progress=Killer())
+    assert (tmp_path / "cut.parquet.partial").is_dir()
+    logs: list[str] = []
+    cutout(catalogue(real_frames), out, frames=plain_dir, workers=1, log=logs.append)
+    assert not any("resuming" in m for m in logs)
+    assert pq.read_table(out).column("image").equals(reference.column("image"))
