@@ -14,6 +14,8 @@ import pytest
 pytest.importorskip("galsim")
 pytest.importorskip("keras")
 
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 
 def _ok(result: subprocess.CompletedProcess, what: str) -> None:
     assert result.returncode == 0, f"{what} failed:\n{result.stderr.decode()[-3000:]}"
@@ -27,8 +29,11 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
     from photoz_tools.metrics import sigma_mad
 
     mock_dir = tmp_path / "mock"
-    _ok(cli("pz-mock", "-n", "600", "--seed", "11", "--per-field", "600", "--neighbours", "20",
-            "--stars", "10", "-j", "2", "-o", str(mock_dir)), "pz-mock")
+    # the real MGS photometry where ../shared is present, else the shipped model
+    mgs = SHARED_DATA / "mgs-photometry" / "SDSS_MGS.train"
+    phot = ["--photometry", str(mgs)] if mgs.is_file() else []
+    _ok(cli("pz-mock", "-n", "600", *phot, "--seed", "11", "--per-field", "600",
+            "--neighbours", "20", "--stars", "10", "-j", "2", "-o", str(mock_dir)), "pz-mock")
     server = subprocess.Popen([sys.executable, "-m", "photoz_tools.cli.mock", "serve",
                                str(mock_dir), "--port", "0", "-q"], stdout=subprocess.PIPE,
                               text=True)

@@ -137,3 +137,18 @@ def test_rendered_galaxies_sit_at_catalogue_positions_with_their_flux(tmp_path: 
     blank = image[:200, :200]
     mad = 1.4826 * np.median(np.abs(blank - np.median(blank)))
     assert mad == pytest.approx(expected, rel=0.08)
+
+
+def test_photometry_from_a_pz_query_table(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from photoz_tools.mock.photometry import read_photometry
+
+    cols = {"specObjID": [1, 2, 3], "z": [0.05, 0.5, 0.1]}
+    for k, b in enumerate("ugriz"):
+        cols[f"dered_petro_{b}"] = [19.0 - 0.5 * k, 18.0, 18.5 - 0.4 * k]
+    pq.write_table(pa.table(cols), tmp_path / "q.parquet")
+    p = read_photometry(tmp_path / "q.parquet")
+    assert list(p.source_row) == [0, 2]  # z = 0.5 is outside the MGS range
+    assert np.allclose(p.mag[:, 2], [18.0, 17.7]) and np.all(p.err > 0)  # errors drawn
