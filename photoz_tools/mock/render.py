@@ -50,6 +50,10 @@ class Galaxies:
     def __len__(self) -> int:
         return len(self.z)
 
+    def take(self, index: np.ndarray) -> Galaxies:
+        """A subset of the galaxies (boolean mask or indices)."""
+        return Galaxies(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+
     @property
     def extinction(self) -> np.ndarray:
         """A_band for each galaxy, (n, 5)."""
@@ -167,6 +171,15 @@ def stamp_size(hlr_bulge: float, hlr_disk: float, bulge_frac: float, fwhm: float
             hlr_bulge * (BULGE_TRUNC if bulge_frac > 0.02 else 3.0))
     n = int(np.ceil(2 * r / PIXEL_SCALE)) + 4
     return int(min(max(n + n % 2, 32), 384))
+
+
+def stamp_sizes(gal: Galaxies, band: int, fwhm: float) -> np.ndarray:
+    """stamp_size for every galaxy at once (to skip galaxies whose stamp misses a frame)."""
+    bf = gal.bulge_frac[:, band]
+    r = np.maximum(fwhm * 4.0, np.where(bf < 0.999, gal.hlr_disk * 5.0, 0.0))
+    r = np.maximum(r, gal.hlr_bulge * np.where(bf > 0.02, BULGE_TRUNC, 3.0))
+    n = np.ceil(2 * r / PIXEL_SCALE).astype(np.int64) + 4
+    return np.clip(n + n % 2, 32, 384)
 
 
 def psf_object(fwhm: float):

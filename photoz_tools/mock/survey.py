@@ -204,19 +204,24 @@ def _render_field(task: tuple[int, int, int, int]) -> int:
         psf = render.psf_object(spec.fwhm)
         b = spec.band
         gx, gy = fr.world_to_pixel(spec, gal.ra, gal.dec)
-        inside = ((gx > -DRAW_PAD) & (gx < fr.NAXIS1 + DRAW_PAD)
-                  & (gy > -DRAW_PAD) & (gy < fr.NAXIS2 + DRAW_PAD))
+        near = ((gx > -DRAW_PAD) & (gx < fr.NAXIS1 + DRAW_PAD)
+                & (gy > -DRAW_PAD) & (gy < fr.NAXIS2 + DRAW_PAD))
+        sizes = np.zeros(len(gx), np.int64)
+        sizes[near] = render.stamp_sizes(gal.take(near), b, spec.fwhm)
+        half = sizes / 2 + 1
+        # only galaxies whose stamp reaches the frame (a third fewer draws than a fixed pad)
+        inside = near & (gx > 0.5 - half) & (gx < fr.NAXIS1 + 0.5 + half) \
+            & (gy > 0.5 - half) & (gy < fr.NAXIS2 + 0.5 + half)
         for i in np.flatnonzero(inside):
-            size = render.stamp_size(gal.hlr_bulge[i], gal.hlr_disk[i], gal.bulge_frac[i, b],
-                                     spec.fwhm)
             obj = render.galaxy_object(gal, int(i), b, float(gflux[i, b]))
-            render.draw_object(image, obj, psf, float(gx[i]), float(gy[i]), wcs, size)
+            render.draw_object(image, obj, psf, float(gx[i]), float(gy[i]), wcs, int(sizes[i]))
         sx, sy = fr.world_to_pixel(spec, st.ra, st.dec)
-        inside = ((sx > -DRAW_PAD) & (sx < fr.NAXIS1 + DRAW_PAD)
-                  & (sy > -DRAW_PAD) & (sy < fr.NAXIS2 + DRAW_PAD))
+        ssize = np.where(sflux[:, b] < 100, 48, np.where(sflux[:, b] < 3000, 96, 192))
+        inside = ((sx > 0.5 - ssize / 2) & (sx < fr.NAXIS1 + 0.5 + ssize / 2)
+                  & (sy > 0.5 - ssize / 2) & (sy < fr.NAXIS2 + 0.5 + ssize / 2))
         for i in np.flatnonzero(inside):
             f = float(sflux[i, b])
-            size = 48 if f < 100 else (96 if f < 3000 else 192)
+            size = int(ssize[i])
             render.draw_object(image, psf.withFlux(f), None, float(sx[i]), float(sy[i]), wcs,
                                size)
         rng = np.random.default_rng([sky.seed, spec.run, camcol, fld, 3, b])
