@@ -414,10 +414,8 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
     rng = np.random.default_rng([seed, 0])
     if photometry is not None:
         phot = read_photometry(photometry)
-        if n is not None and n < len(phot) and repeat == 1:
-            phot = phot.take(np.sort(rng.choice(len(phot), n, replace=False)))
-        elif n is not None and n != len(phot):
-            phot = phot.take(np.sort(rng.choice(len(phot), n, replace=True)))
+        if n is not None and n != len(phot):  # a subset, or resampled rows when n is larger
+            phot = phot.take(np.sort(rng.choice(len(phot), n, replace=n > len(phot))))
         source = str(photometry)
     else:
         phot = load_model().sample(1000 if n is None else n, rng)
