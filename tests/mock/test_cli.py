@@ -1,0 +1,46 @@
+"""pz-mock's command line: usage errors, a catalogue-only survey, resume and refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("galsim")
+
+
+def test_needs_an_output_folder(cli):
+    r = cli("pz-mock", "-n", "10")
+    assert r.returncode == 2 and b"-o/--out" in r.stderr
+
+
+def test_serve_refuses_a_folder_that_is_not_a_survey(cli, tmp_path: Path):
+    r = cli("pz-mock", "serve", str(tmp_path))
+    assert r.returncode == 1 and b"not a pz-mock survey" in r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+def test_catalogue_only_survey_then_resume_and_refusal(cli, tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "sky"
+    args = ["-n", "50", "--seed", "3", "--per-field", "25", "--catalog-only", "-o", str(out)]
+    r = cli("pz-mock", *args)
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"per deg2" in r.stderr
+    cat = pq.read_table(out / "catalog.parquet")
+    index = pq.read_table(out / "frames.parquet")
+    assert cat.num_rows == 50 and index.num_rows == 2
+    for name in ("specObjID", "objID", "ra", "dec", "z", "zErr", "dered_petro_r",
+                 "petroMagErr_u", "extinction_g", "ebv", "ba", "psfFWHM_i", "sky_z", "run",
+                 "rerun", "camcol", "field", "zphot_b16"):
+        assert name in cat.column_names, name
+    assert len(set(cat["objID"].to_pylist())) == 50
+    assert set(index.column_names) >= {"run", "rerun", "camcol", "field", "ra_min", "ra_max",
+                                       "dec_min", "dec_max"}
+    manifest = json.loads((out / "mock.json").read_text())
+    assert manifest["density_deg2"] > 500  # 25 per field: ~9x the real MGS
+    assert cli("pz-mock", *args).returncode == 0  # same parameters: resumes
+    r = cli("pz-mock", *args[:2], "--seed", "4", *args[4:])
+    assert r.returncode == 1 and b"other parameters" in r.stderr
