@@ -64,6 +64,8 @@ def test_usage_errors(cli, tiny_dataset, model_env):
 def _weights(bundle):
     import keras
 
+    from photoz_tools.model import architecture  # noqa: F401  (registers InputScaling)
+
     return [np.asarray(w) for m in sorted(bundle.glob("member_*.keras"))
             for w in keras.saving.load_model(m, compile=False).get_weights()]
 
