@@ -33,9 +33,14 @@ def write(path: Path, n: int) -> None:
         for s in range(0, n, 500):
             m = min(500, n - s)
             images = rng.normal(0, 0.1, (m, 64, 64, 5)).astype(np.float32)
-            batch = pa.table({"objID": np.arange(s, s + m), "z": rng.uniform(0.01, 0.35, m),
-                              "ebv": rng.uniform(0.01, 0.1, m).astype(np.float32),
-                              "image": tables.to_arrow(images)})
+            batch = pa.table(
+                {
+                    "objID": np.arange(s, s + m),
+                    "z": rng.uniform(0.01, 0.35, m),
+                    "ebv": rng.uniform(0.01, 0.1, m).astype(np.float32),
+                    "image": tables.to_arrow(images),
+                }
+            )
             w.append(batch)
 
 
@@ -73,8 +78,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000])
     ap.add_argument("--buffer-mb", type=int, default=32)
     args = ap.parse_args()
-    env = {**os.environ, "PZ_TRAIN_BUFFER_MB": str(args.buffer_mb), "PZ_MODEL": "",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "PZ_TRAIN_BUFFER_MB": str(args.buffer_mb),
+        "PZ_MODEL": "",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -82,19 +91,67 @@ def main() -> None:
             data = tmp / f"d{n}.parquet"
             write(data, n)
             out = tmp / f"b{n}"
-            wall, rss, rc = run([py, "-m", "photoz_tools.cli.train", str(data), "-o", str(out),
-                                 "--arch", "tiny", "--epochs", "1", "--batch-size", "64",
-                                 "--val-size", "200", "-q"], env)
-            print(json.dumps({"command": "pz-train --arch tiny --epochs 1", "rows": n,
-                              "table_mb": round(data.stat().st_size / 2**20),
-                              "buffer_mb": args.buffer_mb, "wall_s": round(wall, 1),
-                              "peak_rss_mb": round(rss), "rc": rc}), flush=True)
-            wall, rss, rc = run([py, "-m", "photoz_tools.cli.predict", "-m", str(out),
-                                 str(data), "-o", str(tmp / "p.parquet"), "-q"], env)
-            print(json.dumps({"command": "pz-predict", "rows": n,
-                              "table_mb": round(data.stat().st_size / 2**20),
-                              "wall_s": round(wall, 1), "peak_rss_mb": round(rss), "rc": rc}),
-                  flush=True)
+            wall, rss, rc = run(
+                [
+                    py,
+                    "-m",
+                    "photoz_tools.cli.train",
+                    str(data),
+                    "-o",
+                    str(out),
+                    "--arch",
+                    "tiny",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "64",
+                    "--val-size",
+                    "200",
+                    "-q",
+                ],
+                env,
+            )
+            print(
+                json.dumps(
+                    {
+                        "command": "pz-train --arch tiny --epochs 1",
+                        "rows": n,
+                        "table_mb": round(data.stat().st_size / 2**20),
+                        "buffer_mb": args.buffer_mb,
+                        "wall_s": round(wall, 1),
+                        "peak_rss_mb": round(rss),
+                        "rc": rc,
+                    }
+                ),
+                flush=True,
+            )
+            wall, rss, rc = run(
+                [
+                    py,
+                    "-m",
+                    "photoz_tools.cli.predict",
+                    "-m",
+                    str(out),
+                    str(data),
+                    "-o",
+                    str(tmp / "p.parquet"),
+                    "-q",
+                ],
+                env,
+            )
+            print(
+                json.dumps(
+                    {
+                        "command": "pz-predict",
+                        "rows": n,
+                        "table_mb": round(data.stat().st_size / 2**20),
+                        "wall_s": round(wall, 1),
+                        "peak_rss_mb": round(rss),
+                        "rc": rc,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

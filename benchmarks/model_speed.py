@@ -72,10 +72,15 @@ def main() -> None:
     config = architecture.load_config(args.arch)
     model = architecture.build_model(config, seed=0)
     fwd = model_flops(model)
-    res: dict = {"device": backend.device_description(), "arch": args.arch,
-                 "gflop_per_galaxy_forward": fwd / 1e9, "gflop_per_galaxy_train": 3 * fwd / 1e9,
-                 "load_average_start": os.getloadavg()[0], "xla": args.xla,
-                 "cpu_count": os.cpu_count()}
+    res: dict = {
+        "device": backend.device_description(),
+        "arch": args.arch,
+        "gflop_per_galaxy_forward": fwd / 1e9,
+        "gflop_per_galaxy_train": 3 * fwd / 1e9,
+        "load_average_start": os.getloadavg()[0],
+        "xla": args.xla,
+        "cpu_count": os.cpu_count(),
+    }
     peaks = [backend.matmul_peak_gflops(2048, 3.0)]
 
     # ---- training: train_on_batch at the recipe's batch size
@@ -98,32 +103,47 @@ def main() -> None:
     # ---- prediction: bare model.predict on in-memory arrays vs predict() end to end
     images, ebv, z = galaxies(args.n, 2)
     pred_model = architecture.build_model(config, seed=0)
-    pred_model.predict({"image": images[:args.predict_batch],
-                        "ebv": ebv[:args.predict_batch].reshape(-1, 1)},
-                       batch_size=args.predict_batch, verbose=0)  # compile
+    pred_model.predict(
+        {"image": images[: args.predict_batch], "ebv": ebv[: args.predict_batch].reshape(-1, 1)},
+        batch_size=args.predict_batch,
+        verbose=0,
+    )  # compile
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bdir = tmp / "bundle"
         bdir.mkdir()
         pred_model.save(bdir / "member_0.keras")
-        manifest = {"format": bundle.FORMAT, "format_version": bundle.FORMAT_VERSION,
-                    "architecture": config, "bins": [float(e) for e in Bins.default().edges],
-                    "inputs": bundle.INPUTS, "scaling": config["scaling"],
-                    "members": [{"file": "member_0.keras",
-                                 "sha256": bundle.sha256_file(bdir / "member_0.keras")}]}
+        manifest = {
+            "format": bundle.FORMAT,
+            "format_version": bundle.FORMAT_VERSION,
+            "architecture": config,
+            "bins": [float(e) for e in Bins.default().edges],
+            "inputs": bundle.INPUTS,
+            "scaling": config["scaling"],
+            "members": [
+                {"file": "member_0.keras", "sha256": bundle.sha256_file(bdir / "member_0.keras")}
+            ],
+        }
         bundle.write_json_atomic(bdir / "manifest.json", manifest)
         import pyarrow as pa
 
         src = tmp / "catalog.parquet"
-        tables.write_table(pa.table({"objID": np.arange(args.n), "ebv": ebv, "z": z,
-                                     "image": tables.to_arrow(images)}), src)
+        tables.write_table(
+            pa.table(
+                {"objID": np.arange(args.n), "ebv": ebv, "z": z, "image": tables.to_arrow(images)}
+            ),
+            src,
+        )
         b = bundle.load_bundle(bdir)
         predict(src, tmp / "warm.parquet", b, batch_size=args.predict_batch)  # compile
         bare, e2e, padded = [], [], []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            pred_model.predict({"image": images, "ebv": ebv.reshape(-1, 1)},
-                               batch_size=args.predict_batch, verbose=0)
+            pred_model.predict(
+                {"image": images, "ebv": ebv.reshape(-1, 1)},
+                batch_size=args.predict_batch,
+                verbose=0,
+            )
             bare.append(args.n / (time.perf_counter() - t))
             t = time.perf_counter()
             predict_padded(b.members[0], images, ebv, args.predict_batch)
@@ -134,29 +154,38 @@ def main() -> None:
     peaks.append(backend.matmul_peak_gflops(2048, 3.0))
 
     peak = statistics.median(peaks)
-    res.update({
-        "matmul_peak_gflops": peak, "matmul_peaks": peaks,
-        "train_galaxies_per_s": statistics.median(train_rates), "train_runs": train_rates,
-        "predict_bare_galaxies_per_s": statistics.median(bare), "predict_bare_runs": bare,
-        "predict_padded_galaxies_per_s": statistics.median(padded),
-        "predict_e2e_galaxies_per_s": statistics.median(e2e), "predict_e2e_runs": e2e,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "load_average_end": os.getloadavg()[0],
-    })
+    res.update(
+        {
+            "matmul_peak_gflops": peak,
+            "matmul_peaks": peaks,
+            "train_galaxies_per_s": statistics.median(train_rates),
+            "train_runs": train_rates,
+            "predict_bare_galaxies_per_s": statistics.median(bare),
+            "predict_bare_runs": bare,
+            "predict_padded_galaxies_per_s": statistics.median(padded),
+            "predict_e2e_galaxies_per_s": statistics.median(e2e),
+            "predict_e2e_runs": e2e,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "load_average_end": os.getloadavg()[0],
+        }
+    )
     res["train_mfu"] = res["train_galaxies_per_s"] * 3 * fwd / 1e9 / peak
     res["predict_mfu"] = res["predict_bare_galaxies_per_s"] * fwd / 1e9 / peak
     res["e2e_over_bare"] = res["predict_e2e_galaxies_per_s"] / res["predict_bare_galaxies_per_s"]
     res["versions"] = backend.versions()
     print(json.dumps(res, indent=1))
-    print(f"\n{args.arch} on {res['device']} (load {res['load_average_start']:.1f}):\n"
-          f"  matmul peak        {peak:8.1f} GFLOP/s\n"
-          f"  training           {res['train_galaxies_per_s']:8.1f} galaxies/s  "
-          f"MFU {100 * res['train_mfu']:.1f} %\n"
-          f"  model.predict      {res['predict_bare_galaxies_per_s']:8.1f} galaxies/s  "
-          f"MFU {100 * res['predict_mfu']:.1f} %\n"
-          f"  predict() e2e      {res['predict_e2e_galaxies_per_s']:8.1f} galaxies/s  "
-          f"({100 * res['e2e_over_bare']:.0f} % of bare)\n"
-          f"  peak RSS           {res['peak_rss_mb']:8.0f} MB", file=sys.stderr)
+    print(
+        f"\n{args.arch} on {res['device']} (load {res['load_average_start']:.1f}):\n"
+        f"  matmul peak        {peak:8.1f} GFLOP/s\n"
+        f"  training           {res['train_galaxies_per_s']:8.1f} galaxies/s  "
+        f"MFU {100 * res['train_mfu']:.1f} %\n"
+        f"  model.predict      {res['predict_bare_galaxies_per_s']:8.1f} galaxies/s  "
+        f"MFU {100 * res['predict_mfu']:.1f} %\n"
+        f"  predict() e2e      {res['predict_e2e_galaxies_per_s']:8.1f} galaxies/s  "
+        f"({100 * res['e2e_over_bare']:.0f} % of bare)\n"
+        f"  peak RSS           {res['peak_rss_mb']:8.0f} MB",
+        file=sys.stderr,
+    )
     del keras
 
 

@@ -42,27 +42,53 @@ app = make_app("pz-predict", HELP)
 
 @app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
-    input: Annotated[str | None, typer.Argument(
-        help="Input table with image and ebv columns (FITS/Parquet; '-' or nothing: stdin).",
-        show_default=False)] = None,
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            help="Input table with image and ebv columns (FITS/Parquet; '-' or nothing: stdin).",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOpt = "-",
-    model: Annotated[str | None, typer.Option(
-        "-m", "--model", help="Model bundle folder [default: $PZ_MODEL, else the registered "
-        "default].", show_default=False)] = None,
-    pdf: Annotated[str, typer.Option("--pdf", help="PDF column: float32, float16 or none.")
-                   ] = "float32",
-    keep: Annotated[str | None, typer.Option(
-        help="Comma-separated input columns to keep [default: all but the image].",
-        show_default=False)] = None,
-    tta: Annotated[bool, typer.Option(help="Average over the 8 rotations/flips (8x slower).")
-                   ] = False,
-    qp: Annotated[str | None, typer.Option(
-        "--qp", help="Also write the PDFs as a qp histogram ensemble (FILE.hdf5; needs the "
-        "qp extra).", show_default=False)] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "-m",
+            "--model",
+            help="Model bundle folder [default: $PZ_MODEL, else the registered default].",
+            show_default=False,
+        ),
+    ] = None,
+    pdf: Annotated[
+        str, typer.Option("--pdf", help="PDF column: float32, float16 or none.")
+    ] = "float32",
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated input columns to keep [default: all but the image].",
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option(help="Average over the 8 rotations/flips (8x slower).")
+    ] = False,
+    qp: Annotated[
+        str | None,
+        typer.Option(
+            "--qp",
+            help="Also write the PDFs as a qp histogram ensemble (FILE.hdf5; needs the qp extra).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Galaxies per network call.")] = 256,
-    set_default: Annotated[str | None, typer.Option(
-        "--set-default", help="Register BUNDLE as the default (then predict only if an input "
-        "is given).", show_default=False)] = None,
+    set_default: Annotated[
+        str | None,
+        typer.Option(
+            "--set-default",
+            help="Register BUNDLE as the default (then predict only if an input is given).",
+            show_default=False,
+        ),
+    ] = None,
     image_col: Annotated[str, typer.Option("--image-col", help="Image column.")] = "image",
     ebv_col: Annotated[str, typer.Option("--ebv-col", help="E(B-V) column.")] = "ebv",
     format: FormatOpt = None,
@@ -83,17 +109,32 @@ def main_command(
     cols = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else None
     with progress("predicting", unit="galaxies") as bar:
         res = pr.predict(
-            input or "-", output or "-", str(model_path), batch_size=batch_size, pdf_dtype=pdf,
-            keep=cols, tta=tta, qp_path=qp, format=format, image_col=image_col,
-            ebv_col=ebv_col, command_line=command_line(),
-            on_start=lambda n: bar.update(total=n), on_rows=bar.advance)
+            input or "-",
+            output or "-",
+            str(model_path),
+            batch_size=batch_size,
+            pdf_dtype=pdf,
+            keep=cols,
+            tta=tta,
+            qp_path=qp,
+            format=format,
+            image_col=image_col,
+            ebv_col=ebv_col,
+            command_line=command_line(),
+            on_start=lambda n: bar.update(total=n),
+            on_rows=bar.advance,
+        )
     for c in getattr(res, "replaced_columns", []):
         warn(f"input column {c!r} replaced by this prediction's")
     if res.bad_rows:
-        warn(f"{res.bad_rows:,} of {res.rows:,} rows have NaN pixels or a missing {ebv_col}: "
-             "null predictions, pz_flags bit 1 (bad_input)")
-    log(f"predicted {res.rows:,} rows with {res.members} member(s) of {model_path} "
-        f"(bundle {res.bundle_hash[:12]})")
+        warn(
+            f"{res.bad_rows:,} of {res.rows:,} rows have NaN pixels or a missing {ebv_col}: "
+            "null predictions, pz_flags bit 1 (bad_input)"
+        )
+    log(
+        f"predicted {res.rows:,} rows with {res.members} member(s) of {model_path} "
+        f"(bundle {res.bundle_hash[:12]})"
+    )
 
 
 main = main_for(app)

@@ -43,41 +43,60 @@ app = make_app("pz-train", HELP)
 @app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
     dataset: InputArg = "-",
-    output: Annotated[str, typer.Option("-o", "--output", help="Bundle folder to write.",
-                                        show_default=False)] = "",
-    arch: Annotated[str, typer.Option(help="Architecture: paper, small, tiny or a TOML file.")
-                    ] = "paper",
-    scaling: Annotated[str | None, typer.Option(
-        help="Input scaling stored in the bundle: none (the paper's) or signed_sqrt "
-             "[default: the architecture's]", show_default=False)] = None,
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Bundle folder to write.", show_default=False)
+    ] = "",
+    arch: Annotated[
+        str, typer.Option(help="Architecture: paper, small, tiny or a TOML file.")
+    ] = "paper",
+    scaling: Annotated[
+        str | None,
+        typer.Option(
+            help="Input scaling stored in the bundle: none (the paper's) or signed_sqrt "
+            "[default: the architecture's]",
+            show_default=False,
+        ),
+    ] = None,
     members: Annotated[int, typer.Option(help="Ensemble members (paper: 6).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed; member m uses seed + 1000 m.")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Epochs [default: 30].",
-                                               show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps instead of epochs "
-                                              "(paper: 120000).", show_default=False)] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs [default: 30].", show_default=False)
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps instead of epochs (paper: 120000).", show_default=False),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Galaxies per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (divided by 5 halfway).")] = 1e-4,
-    fold: Annotated[int | None, typer.Option(help="Hold out the rows of this fold (test set).",
-                                             show_default=False)] = None,
-    val_size: Annotated[int, typer.Option(
-        help="Validation rows drawn when there is no split column (at most 10 %).")] = 20000,
+    fold: Annotated[
+        int | None,
+        typer.Option(help="Hold out the rows of this fold (test set).", show_default=False),
+    ] = None,
+    val_size: Annotated[
+        int,
+        typer.Option(help="Validation rows drawn when there is no split column (at most 10 %)."),
+    ] = 20000,
     balanced: Annotated[bool, typer.Option(help="Redshift-balanced sample weights.")] = False,
     augment: Annotated[bool, typer.Option(help="Random 90-degree rotations and flips.")] = True,
     mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU only).")] = False,
-    xla: Annotated[bool | None, typer.Option(help="XLA compilation [default: auto].",
-                                             show_default=False)] = None,
+    xla: Annotated[
+        bool | None, typer.Option(help="XLA compilation [default: auto].", show_default=False)
+    ] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
-    drop_out_of_range: Annotated[bool, typer.Option(
-        help="Drop rows whose z is outside the bins instead of refusing them.")] = False,
+    drop_out_of_range: Annotated[
+        bool, typer.Option(help="Drop rows whose z is outside the bins instead of refusing them.")
+    ] = False,
     z_col: Annotated[str, typer.Option("--z-col", help="Redshift column.")] = "z",
     ebv_col: Annotated[str, typer.Option("--ebv-col", help="E(B-V) column.")] = "ebv",
-    dry_run: Annotated[bool, typer.Option(help="Show the model, data and plan; do not train.")
-                       ] = False,
-    default: Annotated[bool, typer.Option("--default", help="Register the bundle as the "
-                                          "default of pz-predict.")] = False,
-    restart: Annotated[bool, typer.Option(help="Discard an interrupted run instead of "
-                                          "resuming it.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show the model, data and plan; do not train.")
+    ] = False,
+    default: Annotated[
+        bool, typer.Option("--default", help="Register the bundle as the default of pz-predict.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option(help="Discard an interrupted run instead of resuming it.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -91,18 +110,40 @@ def main_command(
         raise PzUsageError("pz-train reads its dataset several times: name a file, not stdin")
     from photoz_tools.model import train as tr
 
-    recipe = tr.Recipe(batch_size=batch_size, learning_rate=lr, epochs=epochs, steps=steps,
-                       augment=augment, balanced=balanced, val_size=val_size, fold=fold,
-                       members=members, seed=seed, mixed_precision=mixed_precision, xla=xla,
-                       checkpoint_every=checkpoint_every, drop_out_of_range=drop_out_of_range)
+    recipe = tr.Recipe(
+        batch_size=batch_size,
+        learning_rate=lr,
+        epochs=epochs,
+        steps=steps,
+        augment=augment,
+        balanced=balanced,
+        val_size=val_size,
+        fold=fold,
+        members=members,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        xla=xla,
+        checkpoint_every=checkpoint_every,
+        drop_out_of_range=drop_out_of_range,
+    )
     if dry_run:
         _dry_run(tr.plan(dataset, arch, recipe, scaling, z_col, ebv_col))
         return
     reporter = _Reporter()
     with reporter:
-        path = tr.train(dataset, output, arch, recipe, scaling=scaling, z_col=z_col,
-                        ebv_col=ebv_col, restart=restart, force=force, make_default=default,
-                        reporter=reporter)
+        path = tr.train(
+            dataset,
+            output,
+            arch,
+            recipe,
+            scaling=scaling,
+            z_col=z_col,
+            ebv_col=ebv_col,
+            restart=restart,
+            force=force,
+            make_default=default,
+            reporter=reporter,
+        )
     log(f"wrote {path}" + (" (registered as the default bundle)" if default else ""))
     _ = command_line
 
@@ -116,14 +157,18 @@ def _dry_run(p: dict[str, Any]) -> None:
     model.summary(print_fn=lambda line, *a, **k: print(line), line_length=100)
     sel, r = p["selection"], p["recipe"]
     print(f"trainable parameters: {architecture.trainable_count(model):,}")
-    print(f"dataset: {sel.path}: {sel.n_rows:,} rows; training {len(sel.train_rows):,}, "
-          f"validation {len(sel.val_rows):,} ({sel.val_source}), held out {sel.n_test:,}, "
-          f"dropped out of range {sel.n_dropped:,}")
-    print(f"plan: {r.members} member(s) x {p['total_steps']:,} steps of {p['batch_size']} "
-          f"({p['steps_per_epoch']:,} steps per epoch, "
-          f"{p['total_steps'] / p['steps_per_epoch']:.1f} epochs), Adam {r.learning_rate:g} "
-          f"divided by {r.lr_drop:g} at step {max(1, p['total_steps'] // 2):,}; "
-          f"scaling {p['config']['scaling']}")
+    print(
+        f"dataset: {sel.path}: {sel.n_rows:,} rows; training {len(sel.train_rows):,}, "
+        f"validation {len(sel.val_rows):,} ({sel.val_source}), held out {sel.n_test:,}, "
+        f"dropped out of range {sel.n_dropped:,}"
+    )
+    print(
+        f"plan: {r.members} member(s) x {p['total_steps']:,} steps of {p['batch_size']} "
+        f"({p['steps_per_epoch']:,} steps per epoch, "
+        f"{p['total_steps'] / p['steps_per_epoch']:.1f} epochs), Adam {r.learning_rate:g} "
+        f"divided by {r.lr_drop:g} at step {max(1, p['total_steps'] // 2):,}; "
+        f"scaling {p['config']['scaling']}"
+    )
 
 
 class _Reporter:
@@ -148,40 +193,53 @@ class _Reporter:
     def __call__(self, event: str, **info: Any) -> None:
         if event == "plan":
             sel = info["selection"]
-            log(f"{sel.path}: training {len(sel.train_rows):,} rows, validation "
+            log(
+                f"{sel.path}: training {len(sel.train_rows):,} rows, validation "
                 f"{len(sel.val_rows):,} ({sel.val_source}); {info['total_steps']:,} steps of "
-                f"{info['batch_size']} per member")
+                f"{info['batch_size']} per member"
+            )
             if sel.n_dropped:
                 warn(f"dropped {sel.n_dropped:,} rows with z outside the bins")
         elif event == "log":
             log(info["message"])
         elif event == "start":
             self._close()
-            self._cm = progress(f"member {info['member'] + 1}/{info['members']}",
-                                total=info["total"], unit="steps",
-                                fields=("loss", "val_loss", "gal_s"))
+            self._cm = progress(
+                f"member {info['member'] + 1}/{info['members']}",
+                total=info["total"],
+                unit="steps",
+                fields=("loss", "val_loss", "gal_s"),
+            )
             self._task = self._cm.__enter__()
             self._task.update(completed=info["step"])
             if info["step"]:
                 log(f"member {info['member'] + 1}: resumed at step {info['step']:,}")
         elif event == "step" and self._task is not None:
-            self._task.update(completed=info["step"], loss=f"{info['loss']:.3f}",
-                              gal_s=f"{info['rate']:.0f}")
+            self._task.update(
+                completed=info["step"], loss=f"{info['loss']:.3f}", gal_s=f"{info['rate']:.0f}"
+            )
         elif event == "epoch":
             if self._task is not None and "val_loss" in info:
                 self._task.update(val_loss=f"{info['val_loss']:.3f}")
             val = ""
             if "val_loss" in info:
-                val = (f", val_loss {info['val_loss']:.3f}, sigma_MAD {info['val_sigma_mad']:.4f},"
-                       f" PIT KS {info['val_pit_ks']:.3f}")
-            log(f"member {info['member'] + 1} epoch {info['epoch']} (step {info['step']:,}): "
-                f"loss {info['loss']:.3f}{val}")
+                val = (
+                    f", val_loss {info['val_loss']:.3f}, sigma_MAD {info['val_sigma_mad']:.4f},"
+                    f" PIT KS {info['val_pit_ks']:.3f}"
+                )
+            log(
+                f"member {info['member'] + 1} epoch {info['epoch']} (step {info['step']:,}): "
+                f"loss {info['loss']:.3f}{val}"
+            )
         elif event == "member":
             self._close()
             v = info["info"].get("validation", {})
             what = "already trained" if info["skipped"] else "done"
-            extra = (f": validation sigma_MAD {v['sigma_mad']:.4f}, eta {v['eta']:.2f} %"
-                     if "sigma_mad" in v else "")
+            extra = (
+                f": validation sigma_MAD {v['sigma_mad']:.4f}, eta {v['eta']:.2f} %"
+                if "sigma_mad" in v
+                else ""
+            )
             log(f"member {info['member'] + 1}/{info['members']} {what}{extra}")
 
 

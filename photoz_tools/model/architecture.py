@@ -66,7 +66,7 @@ def normalize_config(config: dict[str, Any], where: str = "config") -> dict[str,
         elif isinstance(b, list) and len(b) == 2:
             out["blocks"].append([int(b[0]), int(b[1])])
         else:
-            raise PzUsageError(f"{where}: block {b!r} is neither \"pool\" nor [n1, n2]")
+            raise PzUsageError(f'{where}: block {b!r} is neither "pool" nor [n1, n2]')
     if out["scaling"] not in SCALINGS:
         raise PzUsageError(f"{where}: scaling {out['scaling']!r} is not one of {SCALINGS}")
     unknown = set(config) - set(out)
@@ -101,9 +101,12 @@ class InputScaling(layers.Layer):
 def _conv(x, filters: int, size: int, name: str, seed: int | None):
     """Every conv of the paper: stride 1, 'same', Xavier weights, bias 0.1, per-channel PReLU."""
     x = layers.Conv2D(
-        filters, size, padding="same",
+        filters,
+        size,
+        padding="same",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        bias_initializer=keras.initializers.Constant(0.1), name=name,
+        bias_initializer=keras.initializers.Constant(0.1),
+        name=name,
     )(x)
     return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
 
@@ -143,21 +146,32 @@ def build_model(config: dict[str, Any], seed: int | None = None) -> keras.Model:
             continue
         i_block += 1
         with_5x5 = not (config["last_without_5x5"] and i_block == n_blocks)
-        x = _inception(x, b[0], b[1], f"inc{i_block}", with_5x5,
-                       None if seed is None else seed * 1000 + 10 * i_block)
+        x = _inception(
+            x,
+            b[0],
+            b[1],
+            f"inc{i_block}",
+            with_5x5,
+            None if seed is None else seed * 1000 + 10 * i_block,
+        )
     x = layers.Flatten(name="flatten")(x)
     x = layers.Concatenate(name="with_ebv")([x, ebv])
     for i, width in enumerate(config["dense"], start=1):
         x = layers.Dense(
-            width, activation="relu", name=f"fc{i}",
+            width,
+            activation="relu",
+            name=f"fc{i}",
             kernel_initializer=keras.initializers.GlorotUniform(
-                seed=None if seed is None else seed * 1000 + 900 + i),
+                seed=None if seed is None else seed * 1000 + 900 + i
+            ),
             bias_initializer=keras.initializers.Constant(0.1),
         )(x)
     logits = layers.Dense(
-        config["n_bins"], name="logits",
+        config["n_bins"],
+        name="logits",
         kernel_initializer=keras.initializers.GlorotUniform(
-            seed=None if seed is None else seed * 1000 + 999),
+            seed=None if seed is None else seed * 1000 + 999
+        ),
         bias_initializer=keras.initializers.Constant(0.1),
     )(x)
     # float32 softmax even under mixed precision: the PDF must sum to 1 to float32 accuracy

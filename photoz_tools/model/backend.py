@@ -74,7 +74,8 @@ def device_description() -> str:
 
         gpus = tf.config.list_physical_devices("GPU")
         return f"tensorflow {tf.__version__} on " + (
-            ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)")
+            ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)"
+        )
     if backend == "jax":
         import jax
 

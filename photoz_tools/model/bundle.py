@@ -33,8 +33,13 @@ FORMAT = "photoz-tools-model-bundle"
 FORMAT_VERSION = 1
 # What pz-predict feeds a model: a bundle that expects anything else is refused.
 INPUTS: dict[str, Any] = {
-    "image": {"shape": [64, 64, 5], "dtype": "float32", "unit": "nanomaggy",
-              "bands": "ugriz", "layout": "image[y, x, band], SWarp north up east left"},
+    "image": {
+        "shape": [64, 64, 5],
+        "dtype": "float32",
+        "unit": "nanomaggy",
+        "bands": "ugriz",
+        "layout": "image[y, x, band], SWarp north up east left",
+    },
     "ebv": {"shape": [1], "dtype": "float32", "unit": "mag", "what": "SFD E(B-V)"},
 }
 
@@ -87,8 +92,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: not a photoz-tools model bundle manifest")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {manifest.get('format_version')} is newer than "
-                          f"this photoz-tools understands ({FORMAT_VERSION}); upgrade photoz-tools")
+        raise BundleError(
+            f"{path}: bundle format {manifest.get('format_version')} is newer than "
+            f"this photoz-tools understands ({FORMAT_VERSION}); upgrade photoz-tools"
+        )
     return manifest
 
 
@@ -113,7 +120,8 @@ def verify(path: str | Path, manifest: dict[str, Any] | None = None) -> None:
             raise BundleError(
                 f"{path}: member {m['file']} does not match its sha256 in {MANIFEST} "
                 f"({digest[:12]}... != {m['sha256'][:12]}...): the bundle was altered; "
-                "retrain it or restore the original files")
+                "retrain it or restore the original files"
+            )
 
 
 def check_compatible(path: str | Path, manifest: dict[str, Any], bins: Bins | None = None) -> None:
@@ -127,11 +135,14 @@ def check_compatible(path: str | Path, manifest: dict[str, Any], bins: Bins | No
             raise BundleError(
                 f"{path}: the bundle was made for inputs {json.dumps(inputs)}, but pz-predict "
                 f"feeds {key} {spec['shape']} in {spec['unit']}; use a bundle trained on "
-                "64x64x5 ugriz cutouts in nanomaggies and ebv")
+                "64x64x5 ugriz cutouts in nanomaggies and ebv"
+            )
     mbins = Bins.from_json(json.dumps(manifest["bins"]))
     if bins is not None and mbins != bins:
-        raise BundleError(f"{path}: the bundle predicts over {mbins!r}, not the requested "
-                          f"{bins!r}; use a bundle trained for those bins")
+        raise BundleError(
+            f"{path}: the bundle predicts over {mbins!r}, not the requested "
+            f"{bins!r}; use a bundle trained for those bins"
+        )
     n_out = manifest.get("architecture", {}).get("n_bins", mbins.n)
     if n_out != mbins.n:
         raise BundleError(f"{path}: architecture has {n_out} outputs but {mbins.n} bins")
@@ -160,8 +171,12 @@ def load_bundle(path: str | Path, bins: Bins | None = None, load_members: bool =
     manifest = read_manifest(path)
     check_compatible(path, manifest, bins)
     verify(path, manifest)
-    bundle = Bundle(path=path, manifest=manifest, hash=bundle_hash(path),
-                    bins=Bins.from_json(json.dumps(manifest["bins"])))
+    bundle = Bundle(
+        path=path,
+        manifest=manifest,
+        hash=bundle_hash(path),
+        bins=Bins.from_json(json.dumps(manifest["bins"])),
+    )
     if load_members:
         from photoz_tools.model import backend
 
@@ -174,12 +189,14 @@ def load_bundle(path: str | Path, bins: Bins | None = None, load_members: bool =
             try:
                 model = keras.saving.load_model(path / m["file"], compile=False, safe_mode=True)
             except Exception as exc:
-                raise BundleError(f"{path / m['file']}: cannot load ({type(exc).__name__}: "
-                                  f"{exc})") from None
+                raise BundleError(
+                    f"{path / m['file']}: cannot load ({type(exc).__name__}: {exc})"
+                ) from None
             out = model.outputs[0].shape[-1]
             if out != bundle.bins.n:
-                raise BundleError(f"{path / m['file']}: {out} outputs, manifest has "
-                                  f"{bundle.bins.n} bins")
+                raise BundleError(
+                    f"{path / m['file']}: {out} outputs, manifest has {bundle.bins.n} bins"
+                )
             bundle.members.append(model)
     return bundle
 
@@ -189,8 +206,9 @@ def load_bundle(path: str | Path, bins: Bins | None = None, load_members: bool =
 
 def data_dir() -> Path:
     """The platform data folder of photoz-tools ($XDG_DATA_HOME or ~/.local/share)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                           "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "photoz-tools"
 
 
@@ -232,4 +250,5 @@ def resolve(model: str | None) -> Path:
         return reg
     raise BundleError(
         "no model bundle: name one with -m BUNDLE or $PZ_MODEL, or make one the default "
-        "(pz-train DATASET -o BUNDLE --default, or pz-predict --set-default BUNDLE)")
+        "(pz-train DATASET -o BUNDLE --default, or pz-predict --set-default BUNDLE)"
+    )

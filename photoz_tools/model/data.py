@@ -58,8 +58,10 @@ def _split_kind(values: np.ndarray, where: str) -> np.ndarray:
     known = TRAIN_NAMES | VAL_NAMES | TEST_NAMES
     bad = ~np.isin(low, list(known))
     if bad.any():
-        raise PzError(f"{where}: column 'split' has value {low[bad][0]!r}; expected "
-                      "train, validation or test (as pz-pack writes)")
+        raise PzError(
+            f"{where}: column 'split' has value {low[bad][0]!r}; expected "
+            "train, validation or test (as pz-pack writes)"
+        )
     out[np.isin(low, list(VAL_NAMES))] = 1
     out[np.isin(low, list(TEST_NAMES))] = 2
     return out
@@ -115,8 +117,10 @@ def select_rows(
         folds = get[fold_col].astype(np.int64)
         h.update(folds.tobytes())
         if not (folds == fold).any():
-            raise PzUsageError(f"--fold {fold}: no row of {where} has fold {fold} "
-                               f"(folds present: {sorted(set(folds.tolist()))[:20]})")
+            raise PzUsageError(
+                f"--fold {fold}: no row of {where} has fold {fold} "
+                f"(folds present: {sorted(set(folds.tolist()))[:20]})"
+            )
         kind = np.where(folds == fold, 2, kind).astype(np.int8)
     n_test = int((kind == 2).sum())
     usable &= kind != 2
@@ -124,14 +128,18 @@ def select_rows(
     outside = usable & (labels < 0)
     n_out = int(outside.sum())
     if n_out and not drop_out_of_range:
-        raise PzError(f"{where}: {n_out} rows have {z_col} outside the bins "
-                      f"[{bins.lo:g}, {bins.hi:g}] (or missing); drop them with "
-                      "--drop-out-of-range")
+        raise PzError(
+            f"{where}: {n_out} rows have {z_col} outside the bins "
+            f"[{bins.lo:g}, {bins.hi:g}] (or missing); drop them with "
+            "--drop-out-of-range"
+        )
     usable &= ~outside
     bad_ebv = usable & ~np.isfinite(ebv)
     if bad_ebv.any():
-        raise PzError(f"{where}: {int(bad_ebv.sum())} training rows have a missing or non-finite "
-                      f"{ebv_col}; drop them (pz-pack) or fill the column before training")
+        raise PzError(
+            f"{where}: {int(bad_ebv.sum())} training rows have a missing or non-finite "
+            f"{ebv_col}; drop them (pz-pack) or fill the column before training"
+        )
     if split_col:
         train_rows = np.flatnonzero(usable & (kind == 0))
         val_rows = np.flatnonzero(usable & (kind == 1))
@@ -145,9 +153,18 @@ def select_rows(
         val_source = "drawn"
     if len(train_rows) == 0:
         raise PzError(f"{where}: no training rows left (after --fold, split and range cuts)")
-    sel = Selection(path=str(path), n_rows=n, z=z, ebv=ebv, train_rows=train_rows,
-                    val_rows=val_rows, n_test=n_test, n_dropped=n_out, val_source=val_source,
-                    fingerprint=h.hexdigest())
+    sel = Selection(
+        path=str(path),
+        n_rows=n,
+        z=z,
+        ebv=ebv,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        n_test=n_test,
+        n_dropped=n_out,
+        val_source=val_source,
+        fingerprint=h.hexdigest(),
+    )
     sel.set_bins(bins)
     return sel
 
@@ -174,8 +191,9 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def balance_weights(labels: np.ndarray, n_bins: int, n_coarse: int = 20,
-                    max_weight: float = 10.0) -> np.ndarray:
+def balance_weights(
+    labels: np.ndarray, n_bins: int, n_coarse: int = 20, max_weight: float = 10.0
+) -> np.ndarray:
     """Per-bin sample weights that flatten the redshift distribution (coarse bins, capped, mean 1
     over the training rows): the paper's footnote 6 and the group's 2022 balanced batches,
     as weights so that streaming stays sequential."""
@@ -191,8 +209,9 @@ def balance_weights(labels: np.ndarray, n_bins: int, n_coarse: int = 20,
 # --------------------------------------------------------------------------- streaming
 
 
-def iter_images(path: str, rows: np.ndarray, image_col: str = "image",
-                chunk_rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_images(
+    path: str, rows: np.ndarray, image_col: str = "image", chunk_rows: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream (row numbers, images) for the selected sorted `rows`, in table order."""
     if len(rows) == 0:
         return
@@ -210,8 +229,9 @@ def iter_images(path: str, rows: np.ndarray, image_col: str = "image",
                 break
 
 
-def iter_eval_batches(selection: Selection, rows: np.ndarray, image_col: str = "image",
-                      chunk_rows: int = 1024) -> Iterator[tuple[np.ndarray, dict]]:
+def iter_eval_batches(
+    selection: Selection, rows: np.ndarray, image_col: str = "image", chunk_rows: int = 1024
+) -> Iterator[tuple[np.ndarray, dict]]:
     """(row numbers, inputs) for evaluating `rows` (validation), streamed in table order."""
     for r, im in iter_images(selection.path, rows, image_col, chunk_rows):
         yield r, {"image": im, "ebv": selection.ebv[r].reshape(-1, 1)}

@@ -23,10 +23,18 @@ class TrainingBatches(keras.utils.PyDataset):
     Items are ``({"image", "ebv"}, labels, weights)``.
     """
 
-    def __init__(self, selection: Selection, batch_size: int = 128, seed: int = 0,
-                 augment: bool = True, balanced: bool = False, image_col: str = "image",
-                 buffer_rows: int | None = None, bins: Bins | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        selection: Selection,
+        batch_size: int = 128,
+        seed: int = 0,
+        augment: bool = True,
+        balanced: bool = False,
+        image_col: str = "image",
+        buffer_rows: int | None = None,
+        bins: Bins | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.sel = selection
         self.rows = selection.train_rows
@@ -72,8 +80,8 @@ class TrainingBatches(keras.utils.PyDataset):
                     buf = np.concatenate([buf, np.empty((more, 64, 64, 5), np.float32)])
                     ids = np.concatenate([ids, np.empty(more, np.int64)])
                     cap = len(ids)
-                buf[fill:fill + len(r)] = im
-                ids[fill:fill + len(r)] = r
+                buf[fill : fill + len(r)] = im
+                ids[fill : fill + len(r)] = r
                 fill += len(r)
             if fill < bs:
                 break
@@ -92,8 +100,10 @@ class TrainingBatches(keras.utils.PyDataset):
     def _finish(self, images: np.ndarray, rows: np.ndarray, epoch: int, step: int):
         if not np.isfinite(images).all():
             bad = rows[~np.isfinite(images).all(axis=(1, 2, 3))]
-            raise PzError(f"{self.sel.path}: row {int(bad[0])} (and {len(bad) - 1} more in this "
-                          "batch) has NaN/inf pixels; drop bad images with pz-pack first")
+            raise PzError(
+                f"{self.sel.path}: row {int(bad[0])} (and {len(bad) - 1} more in this "
+                "batch) has NaN/inf pixels; drop bad images with pz-pack first"
+            )
         if self.do_augment:
             images = augment(images, np.random.default_rng([self.seed, int(epoch), int(step), 2]))
         x = {"image": images, "ebv": self.sel.ebv[rows].reshape(-1, 1)}

@@ -34,14 +34,15 @@ class PredictResult:
     members: int
 
 
-def predict_padded(model: Any, images: np.ndarray, ebv: np.ndarray,
-                   batch_size: int = 256) -> np.ndarray:
+def predict_padded(
+    model: Any, images: np.ndarray, ebv: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
     """model outputs for (n,64,64,5) images and (n,) ebv in slices of exactly `batch_size`
     (the last one padded with zeros), so XLA/JAX compile the prediction once, not per shape."""
     n, bs = len(images), int(batch_size)
     out = None
     for s in range(0, n, bs):
-        im, e = images[s:s + bs], np.asarray(ebv[s:s + bs], np.float32).reshape(-1)
+        im, e = images[s : s + bs], np.asarray(ebv[s : s + bs], np.float32).reshape(-1)
         m = len(im)
         if m < bs:
             im = np.concatenate([im, np.zeros((bs - m, *im.shape[1:]), np.float32)])
@@ -49,7 +50,7 @@ def predict_padded(model: Any, images: np.ndarray, ebv: np.ndarray,
         y = np.asarray(model.predict_on_batch({"image": im, "ebv": e.reshape(-1, 1)}))
         if out is None:
             out = np.empty((n, y.shape[1]), dtype=np.float32)
-        out[s:s + m] = y[:m]
+        out[s : s + m] = y[:m]
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
@@ -90,8 +91,13 @@ class Ensemble:
         return (acc / 8).astype(np.float32)
 
 
-def predict_arrays(model: str | Path | bundlemod.Bundle, images: np.ndarray, ebv: np.ndarray,
-                   batch_size: int = 256, tta: bool = False) -> np.ndarray:
+def predict_arrays(
+    model: str | Path | bundlemod.Bundle,
+    images: np.ndarray,
+    ebv: np.ndarray,
+    batch_size: int = 256,
+    tta: bool = False,
+) -> np.ndarray:
     """Mean PDF (n, n_bins) of a bundle's members for in-memory images and E(B-V) (notebooks)."""
     b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(model)
     return Ensemble(b, batch_size, tta)(images, ebv)
@@ -106,8 +112,9 @@ def _pdf_array(p: np.ndarray, bad: np.ndarray, dtype: str):
     import pyarrow as pa
 
     values = pa.array(p.astype(dtype).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(values, p.shape[1],
-                                             mask=pa.array(bad) if bad.any() else None)
+    return pa.FixedSizeListArray.from_arrays(
+        values, p.shape[1], mask=pa.array(bad) if bad.any() else None
+    )
 
 
 def predict(
@@ -144,24 +151,30 @@ def predict(
         if image_col not in names:
             raise PzError(f"{reader.name}: no {image_col} column; make cutouts with pz-cutout")
         tables.require_columns(reader, [ebv_col], what="prediction input")
-        b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(
-            bundlemod.resolve(None if model is None else str(model)))
+        b = (
+            model
+            if isinstance(model, bundlemod.Bundle)
+            else bundlemod.load_bundle(bundlemod.resolve(None if model is None else str(model)))
+        )
         bins = b.bins
         if keep is None:
             kept = [c for c in names if c != image_col]
         else:
             missing = [c for c in keep if c not in names]
             if missing:
-                raise PzUsageError(f"--keep: {reader.name} has no column {missing[0]!r} "
-                                   f"(columns: {', '.join(names)})")
+                raise PzUsageError(
+                    f"--keep: {reader.name} has no column {missing[0]!r} "
+                    f"(columns: {', '.join(names)})"
+                )
             kept = list(keep)
         clash = [c for c in kept if c in PREDICTION_COLUMNS]
         kept = [c for c in kept if c not in PREDICTION_COLUMNS]
         read_cols = list(dict.fromkeys([*kept, image_col, ebv_col]))
         ens = Ensemble(b, batch_size=batch_size, tta=tta)
         metadata = {tables.BIN_EDGES_KEY: bins.to_json(), "pz_model_path": str(b.path)}
-        prov = tables.provenance_metadata(command_line or "photoz_tools.predict", [reader.name],
-                                          model_hash=b.hash)
+        prov = tables.provenance_metadata(
+            command_line or "photoz_tools.predict", [reader.name], model_hash=b.hash
+        )
         if on_start:
             on_start(reader.num_rows)
         writer = None
@@ -191,37 +204,50 @@ def predict(
                         v = np.where(bad, np.uint16(pdfcore.FLAG_BAD_INPUT), v).astype(np.uint16)
                         arrays.append(pa.array(v))
                     else:
-                        arrays.append(pa.array(np.where(bad, np.nan, v).astype(np.float32),
-                                               mask=bad if bad.any() else None))
+                        arrays.append(
+                            pa.array(
+                                np.where(bad, np.nan, v).astype(np.float32),
+                                mask=bad if bad.any() else None,
+                            )
+                        )
                     fields.append(pa.field(c, arrays[-1].type))
                 if pdf_dtype != "none":
                     arrays.append(_pdf_array(p, bad, pdf_dtype))
                     fields.append(pa.field("pdf", arrays[-1].type))
                 out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
                 if writer is None:
-                    writer = tables.TableWriter(output, out.schema, format=format,
-                                                metadata=metadata, provenance=prov)
+                    writer = tables.TableWriter(
+                        output, out.schema, format=format, metadata=metadata, provenance=prov
+                    )
                 writer.write(out)
                 if qp_path:
                     qp_parts.append(np.where(bad[:, None], np.nan, p))
-                    qp_flags.append(arrays[len(kept) + pdfcore.SUMMARY_COLUMNS.index("pz_flags")]
-                                    .to_numpy())
+                    qp_flags.append(
+                        arrays[len(kept) + pdfcore.SUMMARY_COLUMNS.index("pz_flags")].to_numpy()
+                    )
                     if id_col:
-                        qp_ids.append(np.asarray(tables.column_array(batch, id_col))
-                                      if id_col in batch.schema.names else np.zeros(0))
+                        qp_ids.append(
+                            np.asarray(tables.column_array(batch, id_col))
+                            if id_col in batch.schema.names
+                            else np.zeros(0)
+                        )
                 n_rows += len(p)
                 n_bad += int(bad.sum())
                 if on_rows:
                     on_rows(len(p))
             if writer is None:  # an empty table: still write the schema
-                writer = _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata,
-                                       prov)
+                writer = _empty_writer(
+                    reader, kept, pdf_dtype, bins, output, format, metadata, prov
+                )
             if qp_path:
-                write_qp(qp_path, bins, np.concatenate(qp_parts) if qp_parts
-                         else np.zeros((0, bins.n), np.float32),
-                         ids=np.concatenate(qp_ids) if qp_ids and id_col else None,
-                         id_name=id_col,
-                         flags=np.concatenate(qp_flags) if qp_flags else None)
+                write_qp(
+                    qp_path,
+                    bins,
+                    np.concatenate(qp_parts) if qp_parts else np.zeros((0, bins.n), np.float32),
+                    ids=np.concatenate(qp_ids) if qp_ids and id_col else None,
+                    id_name=id_col,
+                    flags=np.concatenate(qp_flags) if qp_flags else None,
+                )
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -236,17 +262,25 @@ def _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata, prov)
     import pyarrow as pa
 
     fields = [reader.schema.field(c) for c in kept]
-    fields += [pa.field(c, pa.uint16() if c == "pz_flags" else pa.float32())
-               for c in pdfcore.SUMMARY_COLUMNS]
+    fields += [
+        pa.field(c, pa.uint16() if c == "pz_flags" else pa.float32())
+        for c in pdfcore.SUMMARY_COLUMNS
+    ]
     if pdf_dtype != "none":
         fields.append(pa.field("pdf", pa.list_(getattr(pa, pdf_dtype)(), bins.n)))
-    return tables.TableWriter(output, pa.schema(fields), format=format, metadata=metadata,
-                              provenance=prov)
+    return tables.TableWriter(
+        output, pa.schema(fields), format=format, metadata=metadata, provenance=prov
+    )
 
 
-def write_qp(path: str | Path, bins: pdfcore.Bins, pdfs: np.ndarray,
-             ids: np.ndarray | None = None, id_name: str | None = None,
-             flags: np.ndarray | None = None) -> None:
+def write_qp(
+    path: str | Path,
+    bins: pdfcore.Bins,
+    pdfs: np.ndarray,
+    ids: np.ndarray | None = None,
+    id_name: str | None = None,
+    flags: np.ndarray | None = None,
+) -> None:
     """Write the PDFs as a qp histogram ensemble (LSST DESC RAIL's format; needs qp-prob).
 
     qp stores float64 densities (probability / bin width) and renormalises on read; rows without
@@ -256,13 +290,16 @@ def write_qp(path: str | Path, bins: pdfcore.Bins, pdfs: np.ndarray,
     try:
         import qp
     except ImportError:
-        raise PzError("--qp needs the optional qp-prob package: pip install "
-                      "'photoz-tools[qp]'") from None
+        raise PzError(
+            "--qp needs the optional qp-prob package: pip install 'photoz-tools[qp]'"
+        ) from None
     path = Path(path)
     if path.suffix.lower() not in (".hdf5", ".h5", ".hdf"):
         raise PzUsageError(f"--qp {path}: name an .hdf5 file")
-    data = {"bins": np.asarray(bins.edges, dtype=np.float64),
-            "pdfs": np.asarray(pdfs, dtype=np.float64)}
+    data = {
+        "bins": np.asarray(bins.edges, dtype=np.float64),
+        "pdfs": np.asarray(pdfs, dtype=np.float64),
+    }
     ancil = {}
     if ids is not None and id_name and len(ids) == len(pdfs):
         ancil[id_name] = np.asarray(ids)

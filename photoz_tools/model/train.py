@@ -62,28 +62,49 @@ def _member_seed(seed: int, m: int) -> int:
     return int(seed) + 1000 * int(m)
 
 
-def plan(dataset: str, arch: str | Path | dict = "paper", recipe: Recipe | None = None,
-         scaling: str | None = None, z_col: str = "z", ebv_col: str = "ebv",
-         image_col: str = "image", bins: Bins | None = None) -> dict[str, Any]:
+def plan(
+    dataset: str,
+    arch: str | Path | dict = "paper",
+    recipe: Recipe | None = None,
+    scaling: str | None = None,
+    z_col: str = "z",
+    ebv_col: str = "ebv",
+    image_col: str = "image",
+    bins: Bins | None = None,
+) -> dict[str, Any]:
     """Everything decided before training: config, row selection, steps (what --dry-run shows)."""
     from photoz_tools.model import architecture, data
 
     recipe = recipe or Recipe()
     bins = bins or Bins.default()
-    config = (architecture.normalize_config(arch) if isinstance(arch, dict)
-              else architecture.load_config(arch))
+    config = (
+        architecture.normalize_config(arch)
+        if isinstance(arch, dict)
+        else architecture.load_config(arch)
+    )
     if scaling is not None:
         config["scaling"] = scaling
     config["n_bins"] = bins.n
-    for name, value in (("--batch-size", recipe.batch_size), ("--members", recipe.members),
-                        ("--checkpoint-every", recipe.checkpoint_every)):
+    for name, value in (
+        ("--batch-size", recipe.batch_size),
+        ("--members", recipe.members),
+        ("--checkpoint-every", recipe.checkpoint_every),
+    ):
         if value < 1:
             raise PzUsageError(f"{name} must be at least 1 (got {value})")
     if recipe.steps is not None and recipe.epochs is not None:
         raise PzUsageError("give --steps or --epochs, not both")
-    sel = data.select_rows(dataset, bins, z_col=z_col, ebv_col=ebv_col, image_col=image_col,
-                           fold=recipe.fold, val_size=recipe.val_size, seed=recipe.seed,
-                           drop_out_of_range=recipe.drop_out_of_range)
+    sel = data.select_rows(
+        dataset,
+        bins,
+        z_col=z_col,
+        ebv_col=ebv_col,
+        image_col=image_col,
+        fold=recipe.fold,
+        val_size=recipe.val_size,
+        seed=recipe.seed,
+        drop_out_of_range=recipe.drop_out_of_range,
+    )
     batch = min(recipe.batch_size, len(sel.train_rows))
     steps_per_epoch = max(1, len(sel.train_rows) // batch)
     if recipe.steps is not None:
@@ -92,15 +113,27 @@ def plan(dataset: str, arch: str | Path | dict = "paper", recipe: Recipe | None 
         total = int((recipe.epochs if recipe.epochs is not None else 30) * steps_per_epoch)
     if total < 1:
         raise PzUsageError("--steps/--epochs must give at least one step")
-    return {"config": config, "selection": sel, "bins": bins, "batch_size": batch,
-            "steps_per_epoch": steps_per_epoch, "total_steps": total, "recipe": recipe}
+    return {
+        "config": config,
+        "selection": sel,
+        "bins": bins,
+        "batch_size": batch,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "recipe": recipe,
+    }
 
 
 def _run_key(p: dict[str, Any]) -> str:
     r = p["recipe"]
-    key = {"config": p["config"], "bins": p["bins"].to_json(), "data": p["selection"].fingerprint,
-           "recipe": {k: v for k, v in r.__dict__.items() if k not in ("checkpoint_every",)},
-           "total": p["total_steps"], "batch": p["batch_size"]}
+    key = {
+        "config": p["config"],
+        "bins": p["bins"].to_json(),
+        "data": p["selection"].fingerprint,
+        "recipe": {k: v for k, v in r.__dict__.items() if k not in ("checkpoint_every",)},
+        "total": p["total_steps"],
+        "batch": p["batch_size"],
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -110,10 +143,13 @@ def _compile(model, p: dict[str, Any]) -> None:
     r: Recipe = p["recipe"]
     half = max(1, p["total_steps"] // 2)
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [half], [r.learning_rate, r.learning_rate / r.lr_drop])
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
-                  jit_compile="auto" if r.xla is None else bool(r.xla))
+        [half], [r.learning_rate, r.learning_rate / r.lr_drop]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        jit_compile="auto" if r.xla is None else bool(r.xla),
+    )
 
 
 def _save_atomic(model, path: Path) -> None:
@@ -122,8 +158,9 @@ def _save_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(model, selection, rows: np.ndarray, bins: Bins, batch_size: int = 256,
-             image_col: str = "image") -> dict[str, float]:
+def evaluate(
+    model, selection, rows: np.ndarray, bins: Bins, batch_size: int = 256, image_col: str = "image"
+) -> dict[str, float]:
     """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`."""
     from photoz_tools import metrics, pdf
     from photoz_tools.model import data
@@ -190,8 +227,10 @@ def train(
         if restart or old is None:
             shutil.rmtree(work)
         elif old != key:
-            raise PzError(f"{work} holds an interrupted run with other settings or data; rerun "
-                          "the same command to resume it, or pass --restart to discard it")
+            raise PzError(
+                f"{work} holds an interrupted run with other settings or data; rerun "
+                "the same command to resume it, or pass --restart to discard it"
+            )
         else:
             report("log", message=f"resuming from {work}")
     work.mkdir(parents=True, exist_ok=True)
@@ -219,8 +258,15 @@ def train(
             model = architecture.build_model(cfg, seed=mseed)
             _compile(model, p)
             step, history = 0, []
-        batches = feed.TrainingBatches(sel, p["batch_size"], seed=mseed, augment=recipe.augment,
-                                       balanced=recipe.balanced, image_col=image_col, bins=bins)
+        batches = feed.TrainingBatches(
+            sel,
+            p["batch_size"],
+            seed=mseed,
+            augment=recipe.augment,
+            balanced=recipe.balanced,
+            image_col=image_col,
+            bins=bins,
+        )
         report("start", member=m, members=recipe.members, step=step, total=total)
         it, it_epoch = None, -1
         t0, n0 = time.perf_counter(), step
@@ -233,8 +279,10 @@ def train(
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             loss = float(logs["loss"])
             if not math.isfinite(loss):
-                raise PzError(f"member {m}: the loss became {loss} at step {step + 1}; lower "
-                              "--lr or check the dataset's images")
+                raise PzError(
+                    f"member {m}: the loss became {loss} at step {step + 1}; lower "
+                    "--lr or check the dataset's images"
+                )
             loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
             step += 1
             rate = (step - n0) * p["batch_size"] / max(time.perf_counter() - t0, 1e-9)
@@ -242,8 +290,14 @@ def train(
             end_epoch = step % spe == 0
             if end_epoch or step == total:
                 val = evaluate(model, sel, sel.val_rows, bins, image_col=image_col)
-                history.append({"epoch": (step - 1) // spe + 1, "step": step, "loss": loss_ema,
-                                **{f"val_{k}": v for k, v in val.items()}})
+                history.append(
+                    {
+                        "epoch": (step - 1) // spe + 1,
+                        "step": step,
+                        "loss": loss_ema,
+                        **{f"val_{k}": v for k, v in val.items()},
+                    }
+                )
                 report("epoch", member=m, **history[-1])
             if end_epoch or step == total or step % recipe.checkpoint_every == 0:
                 _save_atomic(model, ckpt)
@@ -252,10 +306,14 @@ def train(
         clean = architecture.build_model(cfg, seed=mseed)  # no optimizer state in the bundle
         clean.set_weights(model.get_weights())
         _save_atomic(clean, final)
-        info = {"file": final.name, "sha256": bundle.sha256_file(final), "seed": mseed,
-                "steps": total, "validation": {k[4:]: v for k, v in val.items()
-                                                if k.startswith("val_")},
-                "history": history}
+        info = {
+            "file": final.name,
+            "sha256": bundle.sha256_file(final),
+            "seed": mseed,
+            "steps": total,
+            "validation": {k[4:]: v for k, v in val.items() if k.startswith("val_")},
+            "history": history,
+        }
         bundle.write_json_atomic(state_file, {"step": step, "done": True, "info": info})
         ckpt.unlink(missing_ok=True)
         members_info.append(info)
@@ -271,16 +329,28 @@ def train(
         "bins": [float(e) for e in bins.edges],
         "inputs": bundle.INPUTS,
         "scaling": cfg["scaling"],
-        "data": {"path": str(dataset), "fingerprint": sel.fingerprint, "rows": sel.n_rows,
-                 "train_rows": int(len(sel.train_rows)), "val_rows": int(len(sel.val_rows)),
-                 "validation": sel.val_source, "held_out_test_rows": sel.n_test,
-                 "dropped_out_of_range": sel.n_dropped, "z_column": z_col,
-                 "ebv_column": ebv_col, "image_column": image_col},
-        "recipe": {**recipe.__dict__, "batch_size": p["batch_size"], "total_steps": total,
-                   "steps_per_epoch": spe, "optimizer": "Adam",
-                   "loss": "sparse categorical cross-entropy",
-                   "augmentation": "random 90-degree rotations and flips" if recipe.augment
-                   else "none"},
+        "data": {
+            "path": str(dataset),
+            "fingerprint": sel.fingerprint,
+            "rows": sel.n_rows,
+            "train_rows": int(len(sel.train_rows)),
+            "val_rows": int(len(sel.val_rows)),
+            "validation": sel.val_source,
+            "held_out_test_rows": sel.n_test,
+            "dropped_out_of_range": sel.n_dropped,
+            "z_column": z_col,
+            "ebv_column": ebv_col,
+            "image_column": image_col,
+        },
+        "recipe": {
+            **recipe.__dict__,
+            "batch_size": p["batch_size"],
+            "total_steps": total,
+            "steps_per_epoch": spe,
+            "optimizer": "Adam",
+            "loss": "sparse categorical cross-entropy",
+            "augmentation": "random 90-degree rotations and flips" if recipe.augment else "none",
+        },
         "seeds": [mi["seed"] for mi in members_info],
         "members": [{k: v for k, v in mi.items() if k != "history"} for mi in members_info],
         "history": [mi["history"] for mi in members_info],

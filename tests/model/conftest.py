@@ -36,12 +36,12 @@ def galaxies(n: int, seed: int = 0, colour_scatter: float = 0.03) -> dict[str, n
     profile = np.exp(-r2 / (2 * s2)) / (2 * np.pi * s2)
     images = (profile[..., None] * flux[:, None, None, :]).astype(np.float32)
     images += rng.normal(0, 1, images.shape).astype(np.float32) * NOISE
-    return {"objID": np.arange(n, dtype=np.int64) + 1_000_000, "z": z, "ebv": ebv,
-            "image": images}
+    return {"objID": np.arange(n, dtype=np.int64) + 1_000_000, "z": z, "ebv": ebv, "image": images}
 
 
-def write_dataset(path: Path, n: int, seed: int = 0, folds: int = 0, split: bool = False,
-                  **columns: np.ndarray) -> Path:
+def write_dataset(
+    path: Path, n: int, seed: int = 0, folds: int = 0, split: bool = False, **columns: np.ndarray
+) -> Path:
     """Write generated galaxies (plus optional fold/split/extra columns) as a table."""
     import pyarrow as pa
 
@@ -88,10 +88,34 @@ def _train_tiny(out: Path, dataset: Path, env: dict[str, str]) -> Path:
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "photoz_tools.cli.train", str(dataset), "-o", str(out),
-         "--arch", "tiny", "--members", "2", "--epochs", "2", "--batch-size", "32", "--seed", "3",
-         "--fold", "0", "--val-size", "60", "--no-xla", "-q"],  # XLA compiles cost more here
-        capture_output=True, env={**os.environ, **env}, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "photoz_tools.cli.train",
+            str(dataset),
+            "-o",
+            str(out),
+            "--arch",
+            "tiny",
+            "--members",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--seed",
+            "3",
+            "--fold",
+            "0",
+            "--val-size",
+            "60",
+            "--no-xla",
+            "-q",
+        ],  # XLA compiles cost more here
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr.decode()
     return out
 

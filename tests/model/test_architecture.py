@@ -13,8 +13,11 @@ from photoz_tools.model import architecture  # noqa: E402
 
 # (name, class) of every layer of the released network, in drawing order
 PAPER_ORDER = [
-    ("image", "InputLayer"), ("scaling", "InputScaling"), ("c1", "Conv2D"),
-    ("c1_prelu", "PReLU"), ("pool1", "AveragePooling2D"),
+    ("image", "InputLayer"),
+    ("scaling", "InputScaling"),
+    ("c1", "Conv2D"),
+    ("c1_prelu", "PReLU"),
+    ("pool1", "AveragePooling2D"),
 ]
 for _i, _with5 in ((1, True), (2, True), (3, True), (4, True), (5, False)):
     _names = ["a1x1", "b1x1", "b3x3"] + (["c1x1", "c5x5"] if _with5 else []) + ["d1x1"]
@@ -25,8 +28,15 @@ for _i, _with5 in ((1, True), (2, True), (3, True), (4, True), (5, False)):
     PAPER_ORDER += _block
     if _i in (2, 4):
         PAPER_ORDER.append((f"pool{_i // 2 + 1}", "AveragePooling2D"))
-PAPER_ORDER += [("flatten", "Flatten"), ("ebv", "InputLayer"), ("with_ebv", "Concatenate"),
-                ("fc1", "Dense"), ("fc2", "Dense"), ("logits", "Dense"), ("pdf", "Activation")]
+PAPER_ORDER += [
+    ("flatten", "Flatten"),
+    ("ebv", "InputLayer"),
+    ("with_ebv", "Concatenate"),
+    ("fc1", "Dense"),
+    ("fc2", "Dense"),
+    ("logits", "Dense"),
+    ("pdf", "Activation"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,23 @@ def test_paper_layers_in_drawing_order(paper):
     # check the order of every block's defining layers
     assert sorted(got) == sorted(PAPER_ORDER)
     names = [n for n, _ in got]
-    seq = ["c1", "pool1", "inc1_concat", "inc2_concat", "pool2", "inc3_concat", "inc4_concat",
-           "pool3", "inc5_concat", "flatten", "with_ebv", "fc1", "fc2", "logits", "pdf"]
+    seq = [
+        "c1",
+        "pool1",
+        "inc1_concat",
+        "inc2_concat",
+        "pool2",
+        "inc3_concat",
+        "inc4_concat",
+        "pool3",
+        "inc5_concat",
+        "flatten",
+        "with_ebv",
+        "fc1",
+        "fc2",
+        "logits",
+        "pdf",
+    ]
     assert [names.index(s) for s in seq] == sorted(names.index(s) for s in seq)
 
 
@@ -67,8 +92,10 @@ def test_paper_shapes_and_details(paper):
 
 
 def test_configs_scale_the_network():
-    counts = {n: architecture.trainable_count(
-        architecture.build_model(architecture.load_config(n))) for n in ("small", "tiny")}
+    counts = {
+        n: architecture.trainable_count(architecture.build_model(architecture.load_config(n)))
+        for n in ("small", "tiny")
+    }
     assert 1e6 < counts["small"] < 3e6
     assert counts["tiny"] < 3e5
 
@@ -77,7 +104,7 @@ def test_bad_config_is_a_usage_error(tmp_path):
     with pytest.raises(PzUsageError, match="nope"):
         architecture.load_config("nope")
     bad = tmp_path / "bad.toml"
-    bad.write_text('blocks = [[1, 2, 3]]\n')
+    bad.write_text("blocks = [[1, 2, 3]]\n")
     with pytest.raises(PzUsageError, match="block"):
         architecture.load_config(bad)
     bad.write_text('scaling = "log"\n')

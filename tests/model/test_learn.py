@@ -27,15 +27,27 @@ def test_small_variant_learns_redshift_from_pixels(make_dataset, tmp_path):
     from photoz_tools.model.train import Recipe, train
 
     data = make_dataset(tmp_path / "d.parquet", 2800, seed=21, folds=10)
-    out = train(str(data), tmp_path / "small", "small",
-                Recipe(steps=160, batch_size=64, learning_rate=1e-3, val_size=250, fold=0,
-                       seed=2, checkpoint_every=1000))
+    out = train(
+        str(data),
+        tmp_path / "small",
+        "small",
+        Recipe(
+            steps=160,
+            batch_size=64,
+            learning_rate=1e-3,
+            val_size=250,
+            fold=0,
+            seed=2,
+            checkpoint_every=1000,
+        ),
+    )
     # score on the held-out fold, never seen in training or validation
     t = tables.read_table(data)
     test = tables.column_array(t, "fold") == 0
     b = bundle.load_bundle(out)
-    p = predict_arrays(b, tables.column_array(t, "image")[test],
-                       tables.column_array(t, "ebv")[test])
+    p = predict_arrays(
+        b, tables.column_array(t, "image")[test], tables.column_array(t, "ebv")[test]
+    )
     from photoz_tools.pdf import zphot
 
     z = tables.column_array(t, "z")[test]

@@ -21,15 +21,22 @@ def _read(stdout: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(stdout))
 
 
-def test_predict_writes_summaries_pdf_provenance_and_qp(cli, tiny_bundle, catalog, model_env,
-                                                        tmp_path):
+def test_predict_writes_summaries_pdf_provenance_and_qp(
+    cli, tiny_bundle, catalog, model_env, tmp_path
+):
     try:
         import qp
     except ImportError:  # the optional extra: the rest of the test still runs
         qp = None
     qpf = tmp_path / "pdfs.hdf5"
-    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalog),
-            *(["--qp", str(qpf)] if qp else []), env=model_env)
+    r = cli(
+        "pz-predict",
+        "-m",
+        str(tiny_bundle),
+        str(catalog),
+        *(["--qp", str(qpf)] if qp else []),
+        env=model_env,
+    )
     assert r.returncode == 0, r.stderr.decode()
     t = _read(r.stdout)  # qp's own chatter must not reach stdout
     names = t.column_names
@@ -45,8 +52,9 @@ def test_predict_writes_summaries_pdf_provenance_and_qp(cli, tiny_bundle, catalo
     md = t.schema.metadata
     bins = Bins.from_json(md[tables.BIN_EDGES_KEY.encode()])
     assert bins == Bins.default()
-    manifest_hash = __import__("hashlib").sha256(
-        (tiny_bundle / "manifest.json").read_bytes()).hexdigest()
+    manifest_hash = (
+        __import__("hashlib").sha256((tiny_bundle / "manifest.json").read_bytes()).hexdigest()
+    )
     assert md[b"pz_model_hash"].decode() == manifest_hash
     zp = t["zphot"].to_numpy()
     np.testing.assert_allclose(zp, p.astype(np.float64) @ bins.midpoints, rtol=1e-4)
@@ -62,8 +70,9 @@ def _check_qp(qp, qpf, t):
     edges = np.asarray(ens.metadata["bins"]).reshape(-1)
     np.testing.assert_allclose(edges, Bins.default().edges)
     density = np.asarray(ens.objdata["pdfs"])  # qp keeps densities: probability / bin width
-    np.testing.assert_allclose(density * np.diff(edges), tables.column_array(t, "pdf"),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        density * np.diff(edges), tables.column_array(t, "pdf"), rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_array_equal(ens.ancil["objID"], t["objID"].to_numpy())
     np.testing.assert_array_equal(ens.ancil["pz_flags"], t["pz_flags"].to_numpy())
     np.testing.assert_allclose(ens.mean().reshape(-1), t["zphot"].to_numpy(), atol=1e-4)
@@ -73,13 +82,27 @@ def test_predict_arrays_matches_the_command(cli, tiny_bundle, catalog, model_env
     from photoz_tools.model.predict import predict_arrays
 
     out = tmp_path / "p.parquet"
-    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalog), "-o", str(out), "-q",
-            "--batch-size", "16", env=model_env)
+    r = cli(
+        "pz-predict",
+        "-m",
+        str(tiny_bundle),
+        str(catalog),
+        "-o",
+        str(out),
+        "-q",
+        "--batch-size",
+        "16",
+        env=model_env,
+    )
     assert r.returncode == 0, r.stderr.decode()
     assert r.stderr == b""
     src = tables.read_table(catalog)
-    p = predict_arrays(tiny_bundle, tables.column_array(src, "image"),
-                       tables.column_array(src, "ebv"), batch_size=7)
+    p = predict_arrays(
+        tiny_bundle,
+        tables.column_array(src, "image"),
+        tables.column_array(src, "ebv"),
+        batch_size=7,
+    )
     np.testing.assert_allclose(p, tables.column_array(tables.read_table(out), "pdf"), atol=2e-6)
 
 
@@ -107,14 +130,33 @@ def test_bad_rows_get_nulls_and_a_flag(cli, tiny_bundle, model_env, tmp_path, ma
 
 
 def test_keep_pdf_none_stdin_and_fits_out(cli, tiny_bundle, catalog, model_env, tmp_path):
-    r = cli("pz-predict", "-m", str(tiny_bundle), "--keep", "objID", "--pdf", "none",
-            "--format", "fits", input=catalog.read_bytes(), env=model_env)
+    r = cli(
+        "pz-predict",
+        "-m",
+        str(tiny_bundle),
+        "--keep",
+        "objID",
+        "--pdf",
+        "none",
+        "--format",
+        "fits",
+        input=catalog.read_bytes(),
+        env=model_env,
+    )
     assert r.returncode == 0, r.stderr.decode()
     out = tmp_path / "o.fits"
     out.write_bytes(r.stdout)
     t = tables.read_table(out)
-    assert t.column_names == ["objID", "zphot", "zphot_err", "zmode", "z_lo68", "z_hi68",
-                              "width68", "pz_flags"]
+    assert t.column_names == [
+        "objID",
+        "zphot",
+        "zphot_err",
+        "zmode",
+        "z_lo68",
+        "z_hi68",
+        "width68",
+        "pz_flags",
+    ]
     assert t.num_rows == 40
 
 
@@ -126,8 +168,9 @@ def test_tta_averages_the_eight_symmetries(tiny_bundle, catalog):
     b = bundle.load_bundle(tiny_bundle)
     src = tables.read_table(catalog)
     im, ebv = tables.column_array(src, "image")[:5], tables.column_array(src, "ebv")[:5]
-    want = np.mean([predict_arrays(b, np.ascontiguousarray(transform(im, k)), ebv)
-                    for k in range(8)], axis=0)
+    want = np.mean(
+        [predict_arrays(b, np.ascontiguousarray(transform(im, k)), ebv) for k in range(8)], axis=0
+    )
     np.testing.assert_allclose(predict_arrays(b, im, ebv, tta=True), want, atol=1e-6)
     # the 8 transforms are distinct and invertible
     x = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
@@ -200,4 +243,3 @@ def test_manifest_records_the_training(tiny_bundle):
         assert {"loss", "sigma_mad", "bias", "eta", "crps", "pit_ks"} <= set(member["validation"])
         assert len(member["sha256"]) == 64
     assert m["versions"]["keras"]
-
