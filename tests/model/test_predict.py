@@ -169,9 +169,10 @@ def test_tta_averages_the_eight_symmetries(tiny_bundle, catalog):
     src = tables.read_table(catalog)
     im, ebv = tables.column_array(src, "image")[:5], tables.column_array(src, "ebv")[:5]
     want = np.mean(
-        [predict_arrays(b, np.ascontiguousarray(transform(im, k)), ebv) for k in range(8)], axis=0
+        [predict_arrays(b, np.ascontiguousarray(transform(im, k)), ebv, 5) for k in range(8)],
+        axis=0,
     )
-    np.testing.assert_allclose(predict_arrays(b, im, ebv, tta=True), want, atol=1e-6)
+    np.testing.assert_allclose(predict_arrays(b, im, ebv, 5, tta=True), want, atol=1e-6)
     # the 8 transforms are distinct and invertible
     x = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
     assert len({transform(x, k).tobytes() for k in range(8)}) == 8
