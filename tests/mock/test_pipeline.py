@@ -32,7 +32,7 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
     # the real MGS photometry where ../shared is present, else the shipped model
     mgs = SHARED_DATA / "mgs-photometry" / "SDSS_MGS.train"
     phot = ["--photometry", str(mgs)] if mgs.is_file() else []
-    _ok(cli("pz-mock", "-n", "600", *phot, "--seed", "11", "--per-field", "600",
+    _ok(cli("pz-mock", "-n", "1000", *phot, "--seed", "11", "--per-field", "500",
             "--neighbours", "20", "--stars", "10", "-j", "2", "-o", str(mock_dir)), "pz-mock")
     server = subprocess.Popen([sys.executable, "-m", "photoz_tools.cli.mock", "serve",
                                str(mock_dir), "--port", "0", "-q"], stdout=subprocess.PIPE,
@@ -51,11 +51,11 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
         server.terminate()
         server.wait(10)
     cat = pq.read_table(tmp_path / "mgs.parquet")
-    assert cat.num_rows > 500  # the MGS cuts keep nearly all of them (r <= 17.8 after noise)
+    assert cat.num_rows > 900  # the MGS cuts keep nearly all of them (r <= 17.8 after noise)
     _ok(cli("pz-pack", str(tmp_path / "cutouts.parquet"), "-c", str(tmp_path / "mgs.parquet"),
-            "--folds", "4", "-o", str(tmp_path / "ds.parquet")), "pz-pack")
+            "--folds", "5", "-o", str(tmp_path / "ds.parquet")), "pz-pack")
     _ok(cli("pz-train", str(tmp_path / "ds.parquet"), "-o", str(tmp_path / "model"), "--arch",
-            "tiny", "--fold", "0", "--epochs", "12", "--batch-size", "32", "--lr", "2e-3"),
+            "tiny", "--fold", "0", "--epochs", "30", "--batch-size", "32", "--lr", "3e-3"),
         "pz-train")
     ds = pq.read_table(tmp_path / "ds.parquet")
     test = ds.filter(pc.equal(ds["split"], "test"))
@@ -73,7 +73,9 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
     train_z = ds.filter(pc.equal(ds["split"], "train"))["z"].to_numpy()
     constant = sigma_mad((np.median(train_z) - z) / (1 + z))
     cnn = sigma_mad((zphot - z) / (1 + z))
-    assert cnn < 0.75 * constant, (cnn, constant)
+    # ~700 training galaxies and a tiny net for seconds: it must have learnt, not converged
+    # (the demo's small net on 1,800 galaxies reaches 0.58x the constant's sigma_MAD)
+    assert cnn < 0.85 * constant, (cnn, constant)
     # PIT not degenerate: spread over the unit interval, not piled at 0 or 1
     edges = np.linspace(0, 0.4, pdf.shape[1] + 1)
     cdf = np.concatenate([np.zeros((len(z), 1)), np.cumsum(pdf, axis=1)], axis=1)
