@@ -73,9 +73,9 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
     train_z = ds.filter(pc.equal(ds["split"], "train"))["z"].to_numpy()
     constant = sigma_mad((np.median(train_z) - z) / (1 + z))
     cnn = sigma_mad((zphot - z) / (1 + z))
-    # ~700 training galaxies and a tiny net for seconds: it must have learnt, not converged
-    # (the demo's small net on 1,800 galaxies reaches 0.58x the constant's sigma_MAD)
-    assert cnn < 0.85 * constant, (cnn, constant)
+    # ~720 training galaxies, the tiny net for 30 epochs: measured 0.60x the constant's
+    # sigma_MAD (0.0260 against 0.0433 on 199 held-out galaxies of the real MGS photometry)
+    assert cnn < 0.75 * constant, (cnn, constant)
     # PIT not degenerate: spread over the unit interval, not piled at 0 or 1
     edges = np.linspace(0, 0.4, pdf.shape[1] + 1)
     cdf = np.concatenate([np.zeros((len(z), 1)), np.cumsum(pdf, axis=1)], axis=1)
