@@ -30,14 +30,15 @@ def star_fwhm(image: np.ndarray, noise: float) -> float:
     peak, as a circle's diameter (the same estimator on both, whatever the PSF's wings)."""
     from scipy import ndimage
 
-    peaks = (image == ndimage.maximum_filter(image, 21)) & (image > 50 * noise) \
-        & (image < 1000 * noise)
+    peaks = (
+        (image == ndimage.maximum_filter(image, 21)) & (image > 50 * noise) & (image < 1000 * noise)
+    )
     ys, xs = np.nonzero(peaks)
     out = []
     for y, x in zip(ys, xs, strict=True):
         if y < 12 or x < 12 or y > image.shape[0] - 12 or x > image.shape[1] - 12:
             continue
-        s = image[y - 10: y + 11, x - 10: x + 11].astype(np.float64)
+        s = image[y - 10 : y + 11, x - 10 : x + 11].astype(np.float64)
         above = s > 0.5 * s[10, 10]
         lab, _ = ndimage.label(above)
         blob = lab == lab[10, 10]
@@ -61,8 +62,9 @@ def stars_only_fwhm(fwhm: float, noise: float) -> float:
     psf = render.psf_object(fwhm)
     for k in range(60):
         x, y = 30 + 70 * (k % 8) + rng.uniform(0, 1), 30 + 70 * (k // 8) + rng.uniform(0, 1)
-        render.draw_object(img, psf.withFlux(rng.uniform(50, 300) * noise * 20), None, x, y,
-                           img.wcs, 48)
+        render.draw_object(
+            img, psf.withFlux(rng.uniform(50, 300) * noise * 20), None, x, y, img.wcs, 48
+        )
     arr = img.array + rng.normal(0, noise, img.array.shape)
     return star_fwhm(arr, noise)
 
@@ -76,9 +78,11 @@ def main() -> None:
         mock_dir = Path(tempfile.mkdtemp(prefix="pz-mock-compare-"))
         mock(mock_dir, n=200, seed=4, per_field=200, jobs=1)
     psfield = fitsio.read(str(REAL / "psField-002583-2-0136.fit"), ext=6)
-    print(f"{'band':4s} {'noise real':>10s} {'(skysig)':>8s} {'noise mock':>10s} "
-          f"{'FWHM real':>9s} {'(psField)':>9s} {'FWHM mock':>9s} {'(stars)':>7s} "
-          f"{'(header)':>8s} {'MB real':>7s} {'MB mock':>7s}")
+    print(
+        f"{'band':4s} {'noise real':>10s} {'(skysig)':>8s} {'noise mock':>10s} "
+        f"{'FWHM real':>9s} {'(psField)':>9s} {'FWHM mock':>9s} {'(stars)':>7s} "
+        f"{'(header)':>8s} {'MB real':>7s} {'MB mock':>7s}"
+    )
     real_keys: set[str] = set()
     mock_keys: set[str] = set()
     for b, band in enumerate("ugriz"):
@@ -90,13 +94,17 @@ def main() -> None:
         mock_keys |= set(mh.keys())
         rn, mn = robust_noise(rim), robust_noise(mim)
         skysig = psfield["skysig"][0][b] * rh["NMGY"]
-        print(f"{band:4s} {rn:10.4f} {skysig:8.4f} {mn:10.4f} {star_fwhm(rim, rn):9.2f} "
-              f"{psfield['psf_width'][0][b]:9.2f} {star_fwhm(mim, mn):9.2f} "
-              f"{stars_only_fwhm(mh['PSF_FWHM'], mn):7.2f} "
-              f"{mh['PSF_FWHM']:8.2f} {rpath.stat().st_size / 1e6:7.2f} "
-              f"{mpath.stat().st_size / 1e6:7.2f}")
-    print("HDU0 keywords in the real frames, not in the mock:",
-          " ".join(sorted(real_keys - mock_keys)))
+        print(
+            f"{band:4s} {rn:10.4f} {skysig:8.4f} {mn:10.4f} {star_fwhm(rim, rn):9.2f} "
+            f"{psfield['psf_width'][0][b]:9.2f} {star_fwhm(mim, mn):9.2f} "
+            f"{stars_only_fwhm(mh['PSF_FWHM'], mn):7.2f} "
+            f"{mh['PSF_FWHM']:8.2f} {rpath.stat().st_size / 1e6:7.2f} "
+            f"{mpath.stat().st_size / 1e6:7.2f}"
+        )
+    print(
+        "HDU0 keywords in the real frames, not in the mock:",
+        " ".join(sorted(real_keys - mock_keys)),
+    )
     print("HDU0 keywords in the mock only:", " ".join(sorted(mock_keys - real_keys)))
 
 

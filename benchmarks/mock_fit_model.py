@@ -42,8 +42,12 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=16)
     args = ap.parse_args()
     a, b = read_mgs(DATA / "SDSS_MGS.train"), read_mgs(DATA / "SDSS_MGS.test")
-    both = Photometry(np.concatenate([a.z, b.z]), np.concatenate([a.mag, b.mag]),
-                      np.concatenate([a.err, b.err]), np.arange(len(a) + len(b)))
+    both = Photometry(
+        np.concatenate([a.z, b.z]),
+        np.concatenate([a.mag, b.mag]),
+        np.concatenate([a.err, b.err]),
+        np.arange(len(a) + len(b)),
+    )
     perm = np.random.default_rng(0).permutation(len(both))
     train, test = both.take(perm[: len(both) // 2]), both.take(perm[len(both) // 2 :])
     model = fit_model(train, n_components=args.components)
@@ -55,16 +59,22 @@ def main() -> None:
         rq = np.percentile(real[:, k], [5, 50, 95])
         fq = np.percentile(fake[:, k], [5, 50, 95])
         d = stats.ks_2samp(real[:, k], fake[:, k]).statistic
-        print(f"{name:8s} {np.array2string(rq, precision=3):>26s} "
-              f"{np.array2string(fq, precision=3):>26s} {d:6.3f}")
+        print(
+            f"{name:8s} {np.array2string(rq, precision=3):>26s} "
+            f"{np.array2string(fq, precision=3):>26s} {d:6.3f}"
+        )
     rho_r = np.corrcoef(real[:, 0], real[:, 3])[0, 1]
     rho_f = np.corrcoef(fake[:, 0], fake[:, 3])[0, 1]
     print(f"corr(z, g-r): real {rho_r:.3f}  model {rho_f:.3f}")
     for k, b in enumerate("ugriz"):
-        print(f"err_{b} median: real {np.median(test.err[:, k]):.4f} "
-              f"model {np.median(sample.err[:, k]):.4f}")
-    print(f"kNN photo-z sigma_MAD (trained on real train): on real test {knn_sigma(train, test):.4f}, "
-          f"on model samples {knn_sigma(train, sample):.4f}")
+        print(
+            f"err_{b} median: real {np.median(test.err[:, k]):.4f} "
+            f"model {np.median(sample.err[:, k]):.4f}"
+        )
+    print(
+        f"kNN photo-z sigma_MAD (trained on real rows): on real {knn_sigma(train, test):.4f}, "
+        f"on model samples {knn_sigma(train, sample):.4f}"
+    )
     if args.write:
         model = fit_model(both, n_components=args.components)
         model.fitted_on = "SDSS_MGS.train + SDSS_MGS.test (10,000 real MGS galaxies, MLZ data)"

@@ -28,8 +28,7 @@ def features(table) -> np.ndarray:
 def row(name: str, zp: np.ndarray, z: np.ndarray, crps: float | None = None) -> str:
     dz = (zp - z) / (1 + z)
     c = f"{crps:.4f}" if crps is not None else "-"
-    return (f"| {name} | {len(z)} | {bias(dz):+.4f} | {sigma_mad(dz):.4f} | {eta(dz):.1f} "
-            f"| {c} |")
+    return f"| {name} | {len(z)} | {bias(dz):+.4f} | {sigma_mad(dz):.4f} | {eta(dz):.1f} | {c} |"
 
 
 def main() -> None:
@@ -63,8 +62,11 @@ def main() -> None:
     print(row("CNN (small, demo)", pred["zphot"].to_numpy(), z, crps))
     print(row("kNN on magnitudes + colours (sklearn, k=15)", zk, z))
     if "zphot_b16" in test.column_names:
-        print(row("catalogue zphot_b16 (pz-mock's leave-one-out kNN)",
-                  test["zphot_b16"].to_numpy(), z))
+        print(
+            row(
+                "catalogue zphot_b16 (pz-mock's leave-one-out kNN)", test["zphot_b16"].to_numpy(), z
+            )
+        )
     print(row("constant (training median)", const, z))
 
 

@@ -36,10 +36,12 @@ def main() -> None:
             fields = res.n_fields
             per_field_cpu = cpu / fields
             n_1e5 = 100_000 / 200.0  # fields at the default 200 galaxies per field
-            print(f"compress={compress}: {n} galaxies, {fields} fields, {res.n_frames} frames: "
-                  f"wall {wall:.1f} s ({n / wall:.1f} galaxies/s), CPU {cpu:.1f} s "
-                  f"({per_field_cpu:.1f} CPU s per field); 10^5 galaxies on 2 idle cores: "
-                  f"~{n_1e5 * per_field_cpu / 2 / 60:.0f} min")
+            print(
+                f"compress={compress}: {n} galaxies, {fields} fields, {res.n_frames} frames: "
+                f"wall {wall:.1f} s ({n / wall:.1f} galaxies/s), CPU {cpu:.1f} s "
+                f"({per_field_cpu:.1f} CPU s per field); 10^5 galaxies on 2 idle cores: "
+                f"~{n_1e5 * per_field_cpu / 2 / 60:.0f} min"
+            )
     print(f"load average after: {os.getloadavg()}")
 
 

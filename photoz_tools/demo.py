@@ -23,8 +23,9 @@ COMMANDS = ("mock", "query", "cutout", "pack", "train", "predict", "score")
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"\033[1mdemo:\033[0m {message}\n" if sys.stderr.isatty()
-                     else f"demo: {message}\n")
+    sys.stderr.write(
+        f"\033[1mdemo:\033[0m {message}\n" if sys.stderr.isatty() else f"demo: {message}\n"
+    )
     sys.stderr.flush()
 
 
@@ -40,8 +41,10 @@ def check_commands() -> None:
         if r.returncode != 0 or "not yet available" in (r.stdout + r.stderr):
             missing.append(f"pz-{name}")
     if missing:
-        raise SystemExit(f"demo: error: {', '.join(missing)} not yet available in this version; "
-                         "the demo needs every command")
+        raise SystemExit(
+            f"demo: error: {', '.join(missing)} not yet available in this version; "
+            "the demo needs every command"
+        )
 
 
 def run(name: str, *args: str, timings: dict[str, float]) -> None:
@@ -58,8 +61,11 @@ class Server:
     """`pz-mock serve DIR --port 0` in the background; its URLs are read from its stdout."""
 
     def __init__(self, folder: Path) -> None:
-        self.proc = subprocess.Popen([*_cmd("mock"), "serve", str(folder), "--port", "0", "-q"],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*_cmd("mock"), "serve", str(folder), "--port", "0", "-q"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         urls = {}
         assert self.proc.stdout is not None
         while len(urls) < 2:
@@ -90,16 +96,27 @@ def held_out(dataset: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m photoz_tools.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m photoz_tools.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     ap.add_argument("--galaxies", type=int, default=2500, help="galaxies to simulate")
     ap.add_argument("--epochs", type=int, default=12, help="training epochs of the CNN")
     ap.add_argument("--arch", default="small", help="architecture (small; tiny for tests)")
-    ap.add_argument("--lr", type=float, default=1e-3,
-                    help="Adam learning rate (the paper's 1e-4 needs ~100x more steps)")
-    ap.add_argument("--per-field", type=float, default=300.0,
-                    help="galaxies per field (denser sky: fewer frames to render and fetch)")
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate (the paper's 1e-4 needs ~100x more steps)",
+    )
+    ap.add_argument(
+        "--per-field",
+        type=float,
+        default=300.0,
+        help="galaxies per field (denser sky: fewer frames to render and fetch)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fresh", action="store_true", help="remove OUT first (else resume)")
     args = ap.parse_args(argv)
@@ -113,34 +130,111 @@ def main(argv: list[str] | None = None) -> int:
     check_commands()
     timings: dict[str, float] = {}
     mock_dir = out / "mock"
-    run("mock", "-n", str(args.galaxies), "--seed", str(args.seed), "--deep-fraction", "0.1",
-        "--epochs", "3", "--per-field", str(args.per_field), "-o", str(mock_dir),
-        timings=timings)
+    run(
+        "mock",
+        "-n",
+        str(args.galaxies),
+        "--seed",
+        str(args.seed),
+        "--deep-fraction",
+        "0.1",
+        "--epochs",
+        "3",
+        "--per-field",
+        str(args.per_field),
+        "-o",
+        str(mock_dir),
+        timings=timings,
+    )
 
     server = Server(mock_dir)
     _say(f"simulated SkyServer at {server.url}, SAS at {server.sas_url}")
     try:
         run("query", "--url", server.url, "-o", str(out / "mgs.parquet"), timings=timings)
-        run("query", "frames", str(out / "mgs.parquet"), "--url", server.url,
-            "-o", str(out / "frames.parquet"), timings=timings)
-        run("cutout", str(out / "mgs.parquet"), "--frame-index", str(out / "frames.parquet"),
-            "--sas-url", server.sas_url, "--cache", str(out / "sas-cache"),
-            "-o", str(out / "cutouts.parquet"), "--preview", str(out / "cutouts.png"),
-            timings=timings)
+        run(
+            "query",
+            "frames",
+            str(out / "mgs.parquet"),
+            "--url",
+            server.url,
+            "-o",
+            str(out / "frames.parquet"),
+            timings=timings,
+        )
+        run(
+            "cutout",
+            str(out / "mgs.parquet"),
+            "--frame-index",
+            str(out / "frames.parquet"),
+            "--sas-url",
+            server.sas_url,
+            "--cache",
+            str(out / "sas-cache"),
+            "-o",
+            str(out / "cutouts.parquet"),
+            "--preview",
+            str(out / "cutouts.png"),
+            timings=timings,
+        )
     finally:
         server.close()
 
-    run("pack", str(out / "cutouts.parquet"), "-c", str(out / "mgs.parquet"), "--folds", "5",
-        "--seed", "0", "-o", str(out / "dataset.parquet"), timings=timings)
-    run("train", str(out / "dataset.parquet"), "-o", str(out / "model"), "--arch", args.arch,
-        "--fold", "0", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", str(args.lr),
-        "--seed", str(args.seed), timings=timings)
+    run(
+        "pack",
+        str(out / "cutouts.parquet"),
+        "-c",
+        str(out / "mgs.parquet"),
+        "--folds",
+        "5",
+        "--seed",
+        "0",
+        "-o",
+        str(out / "dataset.parquet"),
+        timings=timings,
+    )
+    run(
+        "train",
+        str(out / "dataset.parquet"),
+        "-o",
+        str(out / "model"),
+        "--arch",
+        args.arch,
+        "--fold",
+        "0",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        "64",
+        "--lr",
+        str(args.lr),
+        "--seed",
+        str(args.seed),
+        timings=timings,
+    )
     n_test = held_out(out / "dataset.parquet", out / "test.parquet")
     _say(f"{n_test} held-out galaxies (fold 0) for prediction")
-    run("predict", "-m", str(out / "model"), str(out / "test.parquet"),
-        "-o", str(out / "zphot.parquet"), timings=timings)
-    run("score", str(out / "zphot.parquet"), "--truth", "z", "--zphot", "zphot,zphot_b16",
-        "--plot", str(out / "scores.png"), "-o", str(out / "scores.csv"), timings=timings)
+    run(
+        "predict",
+        "-m",
+        str(out / "model"),
+        str(out / "test.parquet"),
+        "-o",
+        str(out / "zphot.parquet"),
+        timings=timings,
+    )
+    run(
+        "score",
+        str(out / "zphot.parquet"),
+        "--truth",
+        "z",
+        "--zphot",
+        "zphot,zphot_b16",
+        "--plot",
+        str(out / "scores.png"),
+        "-o",
+        str(out / "scores.csv"),
+        timings=timings,
+    )
 
     total = time.perf_counter() - t0
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())

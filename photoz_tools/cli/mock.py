@@ -71,42 +71,87 @@ app = make_app("pz-mock", HELP)
 @app.callback(invoke_without_command=True, epilog=EXAMPLES)
 def mock_cmd(
     ctx: typer.Context,
-    out: Annotated[str | None, typer.Option(
-        "-o", "--out", help="Folder to write the survey into (created; resumed when it holds "
-        "the same survey).", show_default=False)] = None,
-    n: Annotated[int | None, typer.Option(
-        "-n", "--galaxies", help="Galaxies to render (default: every --photometry row, or 1000 "
-        "from the shipped model).", show_default=False)] = None,
-    photometry: Annotated[str | None, typer.Option(
-        "--photometry", help="Table with z and ugriz magnitudes (MGS whitespace file, FITS, "
-        "Parquet, CSV; pz-query's dered_petro_* names work).", show_default=False)] = None,
-    repeat: Annotated[int, typer.Option(
-        "--repeat", help="Render each photometry row this many times (new shape, position, "
-        "E(B-V), noise).")] = 1,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Folder to write the survey into (created; resumed when it holds "
+            "the same survey).",
+            show_default=False,
+        ),
+    ] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--galaxies",
+            help="Galaxies to render (default: every --photometry row, or 1000 "
+            "from the shipped model).",
+            show_default=False,
+        ),
+    ] = None,
+    photometry: Annotated[
+        str | None,
+        typer.Option(
+            "--photometry",
+            help="Table with z and ugriz magnitudes (MGS whitespace file, FITS, "
+            "Parquet, CSV; pz-query's dered_petro_* names work).",
+            show_default=False,
+        ),
+    ] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            help="Render each photometry row this many times (new shape, position, E(B-V), noise).",
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
-    per_field: Annotated[float, typer.Option(
-        "--per-field", help="Catalogue galaxies per field (the density: SDSS's MGS has ~3).")]
-    = 200.0,
-    neighbours: Annotated[float, typer.Option(
-        "--neighbours", help="Fainter, uncatalogued galaxies (17.8 < r < 22) per field.")]
-    = 60.0,
-    stars: Annotated[float, typer.Option("--stars", help="Stars (14 < r < 22) per field.")]
-    = 30.0,
-    deep_fraction: Annotated[float, typer.Option(
-        "--deep-fraction", help="Share of galaxies in the multi-epoch 'Stripe 82' region.")]
-    = 0.0,
-    epochs: Annotated[int, typer.Option(
-        "--epochs", help="Runs (epochs) covering the deep region.")] = 4,
-    ebv: Annotated[float, typer.Option(
-        "--ebv", help="Median E(B-V) of the main region (the deep one has 1.5x).")] = 0.03,
-    jobs: Annotated[int | None, typer.Option(
-        "-j", "--jobs", help="Worker processes (default: all cores).", show_default=False)]
-    = None,
-    compress: Annotated[bool, typer.Option(
-        "--compress/--no-compress", help="bzip2 the frames as the SAS does (--no-compress: "
-        "plain .fits, ~2x faster; pz-cutout --frames reads either).")] = True,
-    no_frames: Annotated[bool, typer.Option(
-        "--catalog-only", help="Write the catalogue and frame index, not the frames.")] = False,
+    per_field: Annotated[
+        float,
+        typer.Option(
+            "--per-field", help="Catalogue galaxies per field (the density: SDSS's MGS has ~3)."
+        ),
+    ] = 200.0,
+    neighbours: Annotated[
+        float,
+        typer.Option(
+            "--neighbours", help="Fainter, uncatalogued galaxies (17.8 < r < 22) per field."
+        ),
+    ] = 60.0,
+    stars: Annotated[float, typer.Option("--stars", help="Stars (14 < r < 22) per field.")] = 30.0,
+    deep_fraction: Annotated[
+        float,
+        typer.Option(
+            "--deep-fraction", help="Share of galaxies in the multi-epoch 'Stripe 82' region."
+        ),
+    ] = 0.0,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Runs (epochs) covering the deep region.")
+    ] = 4,
+    ebv: Annotated[
+        float,
+        typer.Option("--ebv", help="Median E(B-V) of the main region (the deep one has 1.5x)."),
+    ] = 0.03,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "-j", "--jobs", help="Worker processes (default: all cores).", show_default=False
+        ),
+    ] = None,
+    compress: Annotated[
+        bool,
+        typer.Option(
+            "--compress/--no-compress",
+            help="bzip2 the frames as the SAS does (--no-compress: "
+            "plain .fits, ~2x faster; pz-cutout --frames reads either).",
+        ),
+    ] = True,
+    no_frames: Annotated[
+        bool,
+        typer.Option("--catalog-only", help="Write the catalogue and frame index, not the frames."),
+    ] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     version: VersionOpt = False,
@@ -118,17 +163,33 @@ def mock_cmd(
     from photoz_tools.mock.survey import mock
 
     with progress("rendering frames", unit="frames") as bar:
+
         def report(done: int, total: int) -> None:
             bar.update(total=total, completed=done)
 
-        res = mock(out, n=n, photometry=photometry, seed=seed, per_field=per_field,
-                   neighbours=neighbours, stars=stars, repeat=repeat,
-                   deep_fraction=deep_fraction, epochs=epochs, jobs=jobs, compress=compress,
-                   ebv_median=ebv, frames=not no_frames, command=command_line(),
-                   progress=report)
-    log(f"{res.n_galaxies} galaxies over {res.area_deg2:.3f} deg2 ({res.density_deg2:.0f} per "
+        res = mock(
+            out,
+            n=n,
+            photometry=photometry,
+            seed=seed,
+            per_field=per_field,
+            neighbours=neighbours,
+            stars=stars,
+            repeat=repeat,
+            deep_fraction=deep_fraction,
+            epochs=epochs,
+            jobs=jobs,
+            compress=compress,
+            ebv_median=ebv,
+            frames=not no_frames,
+            command=command_line(),
+            progress=report,
+        )
+    log(
+        f"{res.n_galaxies} galaxies over {res.area_deg2:.3f} deg2 ({res.density_deg2:.0f} per "
         f"deg2), {res.n_fields} fields, {res.frames_written} of {res.n_frames} frames written "
-        f"in {res.seconds:.1f} s ({res.n_galaxies / res.seconds:.0f} galaxies/s)")
+        f"in {res.seconds:.1f} s ({res.n_galaxies / res.seconds:.0f} galaxies/s)"
+    )
     log(f"catalogue {res.catalog}, frame index {res.frames_index}, frames under {out}/frames")
 
 
@@ -163,8 +224,14 @@ def serve_cmd(
         if not state.quiet:
             console().print(f"  pz-query --url {standin.url} -o mgs.parquet", highlight=False)
 
-    serve(catalog=read_table(str(catalog)), frames=read_table(str(index)), sas_root=root,
-          host=host, port=port, ready=ready)
+    serve(
+        catalog=read_table(str(catalog)),
+        frames=read_table(str(index)),
+        sas_root=root,
+        host=host,
+        port=port,
+        ready=ready,
+    )
 
 
 main = main_for(app)

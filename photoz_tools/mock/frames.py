@@ -76,8 +76,10 @@ class FrameSpec:
 
     def relpath(self) -> str:
         """The SAS path below the data release root."""
-        return (f"frames/{self.rerun}/{self.run}/{self.camcol}/"
-                f"frame-{self.filter}-{self.run:06d}-{self.camcol}-{self.field:04d}.fits.bz2")
+        return (
+            f"frames/{self.rerun}/{self.run}/{self.camcol}/"
+            f"frame-{self.filter}-{self.run:06d}-{self.camcol}-{self.field:04d}.fits.bz2"
+        )
 
 
 def sky_counts_for(band: int, rng: np.random.Generator) -> float:
@@ -125,8 +127,11 @@ def galsim_wcs(spec: FrameSpec):
 
 def footprint(spec: FrameSpec) -> tuple[float, float, float, float]:
     """(ra_min, ra_max, dec_min, dec_max) of the frame's pixel corners."""
-    ra, dec = pixel_to_world(spec, np.array([0.5, NAXIS1 + 0.5, 0.5, NAXIS1 + 0.5]),
-                             np.array([0.5, 0.5, NAXIS2 + 0.5, NAXIS2 + 0.5]))
+    ra, dec = pixel_to_world(
+        spec,
+        np.array([0.5, NAXIS1 + 0.5, 0.5, NAXIS1 + 0.5]),
+        np.array([0.5, 0.5, NAXIS2 + 0.5, NAXIS2 + 0.5]),
+    )
     return float(ra.min()), float(ra.max()), float(dec.min()), float(dec.max())
 
 
@@ -139,8 +144,9 @@ def flat_field(band: int, camcol: int) -> np.ndarray:
     return (1 + 0.01 * (1 - x**2) - 0.004 * (camcol - 3.5) / 3 * x) * NMGY[band]
 
 
-def add_noise(image: np.ndarray, spec: FrameSpec, calib: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
+def add_noise(
+    image: np.ndarray, spec: FrameSpec, calib: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Sky-subtracted image with the noise of sky + object counts through the gain.
 
     As in SDSS, the detector reads whole counts (DN): the frame is (integer counts - sky) x
@@ -182,7 +188,9 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
         ("ALT", float(90.0 - np.degrees(np.arccos(1 / spec.airmass))), "1st row - Altitude (deg)"),
         ("DATE-OBS", date, "1st row - TAI date"),
         ("TAIHMS", hms, "1st row - TAI time (HH:MM:SS.SS)"),
-        ("ORIGIN", "SDSS", ""), ("TELESCOP", "2.5m", ""), ("TIMESYS", "TAI", ""),
+        ("ORIGIN", "SDSS", ""),
+        ("TELESCOP", "2.5m", ""),
+        ("TIMESYS", "TAI", ""),
         ("RUN", spec.run, "Run number"),
         ("FRAME", spec.field, "Frame sequence number within the run"),
         ("CCDLOC", CAMROW[spec.filter] * 10 + spec.camcol, "Survey location of CCD (rowCol)"),
@@ -195,26 +203,32 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
         ("INCL", 0.0, "Great circle's inclination wrt cel. eq. (deg)"),
         ("EXPTIME", "53.907456", "Exposure time (seconds)"),
         ("OBJECT", f"{spec.stripe} N", "e.g., 'stripe 50.6 degrees, north strip'"),
-        ("SYSTEM", "FK5", ""), ("CCDMODE", "DRIFT", "'STARING' or 'DRIFT'"),
+        ("SYSTEM", "FK5", ""),
+        ("CCDMODE", "DRIFT", "'STARING' or 'DRIFT'"),
         ("C_OBS", 26322, "CCD row clock rate (usec/row)"),
         ("COLBIN", 1, "Binning factor perpendicular to the columns"),
         ("ROWBIN", 1, "Binning factor perpendicular to the rows"),
         ("CAMROW", CAMROW[spec.filter], "Row in the imaging camera"),
         ("BADLINES", 0, "Number of bad lines in frame"),
         ("EQUINOX", 2000.0, ""),
-        ("SOFTBIAS", 1000, "software \"bias\" added to all DN"),
+        ("SOFTBIAS", 1000, 'software "bias" added to all DN'),
         ("BUNIT", "nanomaggy", "1 nanomaggy = 3.631e-6 Jy"),
         ("FILTER", spec.filter, "filter used"),
         ("CAMCOL", spec.camcol, "column in the imaging camera"),
-        ("VERSION", "v5_6_3", ""), ("DERV_VER", "NOCVS:v8_23", ""),
+        ("VERSION", "v5_6_3", ""),
+        ("DERV_VER", "NOCVS:v8_23", ""),
         ("ASTR_VER", "NOCVS:v5_24", ""),
         ("RADECSYS", "ICRS", "International Celestial Ref. System"),
-        ("CTYPE1", "RA---TAN", "Coordinate type"), ("CTYPE2", "DEC--TAN", "Coordinate type"),
-        ("CUNIT1", "deg", "Units"), ("CUNIT2", "deg", "Units"),
-        ("CRPIX1", CRPIX[0], "X of reference pixel"), ("CRPIX2", CRPIX[1], "Y of reference pixel"),
+        ("CTYPE1", "RA---TAN", "Coordinate type"),
+        ("CTYPE2", "DEC--TAN", "Coordinate type"),
+        ("CUNIT1", "deg", "Units"),
+        ("CUNIT2", "deg", "Units"),
+        ("CRPIX1", CRPIX[0], "X of reference pixel"),
+        ("CRPIX2", CRPIX[1], "Y of reference pixel"),
         ("CRVAL1", spec.crval1, "RA of reference pixel (deg)"),
         ("CRVAL2", spec.crval2, "Dec of reference pixel (deg)"),
-        ("CD1_1", cd[0, 0], "RA deg per column pixel"), ("CD1_2", cd[0, 1], "RA deg per row pixel"),
+        ("CD1_1", cd[0, 0], "RA deg per column pixel"),
+        ("CD1_2", cd[0, 1], "RA deg per row pixel"),
         ("CD2_1", cd[1, 0], "Dec deg per column pixel"),
         ("CD2_2", cd[1, 1], "Dec deg per row pixel"),
         ("NMGY", spec.nmgy, "Calibration factor [nMgy per count]"),
@@ -230,8 +244,14 @@ def header_records(spec: FrameSpec, offset_seconds: float = 0.0) -> list[dict]:
 
 def _sky_hdu(spec: FrameSpec, rng: np.random.Generator) -> np.ndarray:
     allsky = np.full((192, 256), spec.sky_counts, np.float32)  # the sky that was subtracted
-    rec = np.zeros(1, dtype=[("ALLSKY", ">f4", (192, 256)), ("XINTERP", ">f4", (NAXIS1,)),
-                             ("YINTERP", ">f4", (NAXIS2,))])
+    rec = np.zeros(
+        1,
+        dtype=[
+            ("ALLSKY", ">f4", (192, 256)),
+            ("XINTERP", ">f4", (NAXIS1,)),
+            ("YINTERP", ">f4", (NAXIS2,)),
+        ],
+    )
     rec["ALLSKY"][0] = allsky
     rec["XINTERP"][0] = (np.arange(NAXIS1) + 0.5) / 8 - 0.5
     rec["YINTERP"][0] = (np.arange(NAXIS2) + 0.5) / 8 + 0.5
@@ -239,12 +259,49 @@ def _sky_hdu(spec: FrameSpec, rng: np.random.Generator) -> np.ndarray:
 
 
 def _astrometry_hdu(spec: FrameSpec) -> np.ndarray:
-    names = ["RUN", "RERUN", "CAMCOL", "FILTER", "NODE", "INCL", "NAXIS", "FIELD", "A", "B", "C",
-             "D", "E", "F", "DROW0", "DROW1", "DROW2", "DROW3", "DCOL0", "DCOL1", "DCOL2",
-             "DCOL3", "CSROW", "CSCOL", "CCROW", "CCCOL", "RICUT", "MJD", "AIRMASS", "MUERR",
-             "NUERR"]
-    dtype = [("RUN", ">i4"), ("RERUN", "S3"), ("CAMCOL", ">i4"), ("FILTER", "S1"),
-             ("NODE", ">f8"), ("INCL", ">f8"), ("NAXIS", ">i4", (2,)), ("FIELD", ">i4")]
+    names = [
+        "RUN",
+        "RERUN",
+        "CAMCOL",
+        "FILTER",
+        "NODE",
+        "INCL",
+        "NAXIS",
+        "FIELD",
+        "A",
+        "B",
+        "C",
+        "D",
+        "E",
+        "F",
+        "DROW0",
+        "DROW1",
+        "DROW2",
+        "DROW3",
+        "DCOL0",
+        "DCOL1",
+        "DCOL2",
+        "DCOL3",
+        "CSROW",
+        "CSCOL",
+        "CCROW",
+        "CCCOL",
+        "RICUT",
+        "MJD",
+        "AIRMASS",
+        "MUERR",
+        "NUERR",
+    ]
+    dtype = [
+        ("RUN", ">i4"),
+        ("RERUN", "S3"),
+        ("CAMCOL", ">i4"),
+        ("FILTER", "S1"),
+        ("NODE", ">f8"),
+        ("INCL", ">f8"),
+        ("NAXIS", ">i4", (2,)),
+        ("FIELD", ">i4"),
+    ]
     dtype += [(n, ">f8") for n in names[8:29]] + [("MUERR", ">f4"), ("NUERR", ">f4")]
     rec = np.zeros(1, dtype=dtype)
     # mu = A + B row + C col, nu = D + E row + F col (0-based pixels; great circle = equator)
@@ -260,8 +317,13 @@ def _astrometry_hdu(spec: FrameSpec) -> np.ndarray:
     return rec
 
 
-def write_frame(path: str | Path, image: np.ndarray, spec: FrameSpec,
-                rng: np.random.Generator, compress: bool = True) -> Path:
+def write_frame(
+    path: str | Path,
+    image: np.ndarray,
+    spec: FrameSpec,
+    rng: np.random.Generator,
+    compress: bool = True,
+) -> Path:
     """Write the frame atomically (temporary file in the same folder, then rename).
 
     `image` is the noisy, sky-subtracted float32 (NAXIS2, NAXIS1) array in nanomaggies.
@@ -277,8 +339,9 @@ def write_frame(path: str | Path, image: np.ndarray, spec: FrameSpec,
     os.close(fd)
     try:
         with fitsio.FITS(tmp, "rw", clobber=True) as f:
-            f.write(truncate_mantissa(image), header=header_records(
-                spec, BAND_TIME_OFFSET[spec.filter]))
+            f.write(
+                truncate_mantissa(image), header=header_records(spec, BAND_TIME_OFFSET[spec.filter])
+            )
             f[0].write_history("pz-mock: simulated SDSS corrected frame")
             f.write(calib)
             f.write(_sky_hdu(spec, rng))

@@ -23,8 +23,27 @@ R_LIMIT = 17.8
 Z_MAX = 0.4
 MODEL_RESOURCE = "mock_model.json"
 # the MLZ SDSS_MGS header lists 18 names for 19 columns: 'eu' is missing before 'eg'
-_MGS_COLUMNS = ["zs", "u", "g", "r", "i", "z", "u-g", "g-r", "r-i", "i-z",
-                "eu", "eg", "er", "ei", "ez", "eu-g", "eg-r", "er-i", "ei-z"]
+_MGS_COLUMNS = [
+    "zs",
+    "u",
+    "g",
+    "r",
+    "i",
+    "z",
+    "u-g",
+    "g-r",
+    "r-i",
+    "i-z",
+    "eu",
+    "eg",
+    "er",
+    "ei",
+    "ez",
+    "eu-g",
+    "eg-r",
+    "er-i",
+    "ei-z",
+]
 
 
 @dataclass
@@ -80,15 +99,19 @@ def _from_columns(cols: dict[str, np.ndarray], where: str) -> Photometry:
     """Find z, ugriz and errors under the names the MGS file, pz-query or SkyServer use."""
     z = _pick(cols, ["zs", "zspec", "z_spec", "specz", "redshift", "z"])
     if z is None:
-        raise PzError(f"{where}: no redshift column (looked for z, zs, zspec, redshift); "
-                      f"columns: {', '.join(sorted(cols))}")
+        raise PzError(
+            f"{where}: no redshift column (looked for z, zs, zspec, redshift); "
+            f"columns: {', '.join(sorted(cols))}"
+        )
     mags, errs = [], []
     for b in BANDS:
         m = _pick(cols, [f"dered_petro_{b}", f"dered_{b}", f"petroMag_{b}", f"modelMag_{b}", b])
         if m is None:
             raise PzError(f"{where}: no {b} magnitude column (looked for dered_petro_{b}, {b})")
-        e = _pick(cols, [f"petroMagErr_{b}", f"dered_petro_{b}_err", f"err_{b}", f"e{b}",
-                         f"modelMagErr_{b}"])
+        e = _pick(
+            cols,
+            [f"petroMagErr_{b}", f"dered_petro_{b}_err", f"err_{b}", f"e{b}", f"modelMagErr_{b}"],
+        )
         mags.append(m)
         errs.append(e if e is not None else np.full_like(m, np.nan))
     mag = np.stack(mags, axis=1)
@@ -112,8 +135,18 @@ def read_photometry(path: str | Path) -> Photometry:
     if not path.exists():
         raise PzError(f"{path}: no such photometry table (--photometry)")
     suffixes = "".join(path.suffixes).lower()
-    table_ext = (".fits", ".fit", ".fits.gz", ".fits.bz2", ".parquet", ".pq", ".csv", ".ecsv",
-                 ".vot", ".xml")
+    table_ext = (
+        ".fits",
+        ".fit",
+        ".fits.gz",
+        ".fits.bz2",
+        ".parquet",
+        ".pq",
+        ".csv",
+        ".ecsv",
+        ".vot",
+        ".xml",
+    )
     if not any(suffixes.endswith(e) for e in table_ext):
         return read_mgs(path)
     from photoz_tools.tables import read_table
@@ -170,23 +203,31 @@ class PhotometryModel:
         return np.clip(10.0**log_err, 0.001, 1.0)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "kind": "gaussian mixture in (z, r, u-g, g-r, r-i, i-z)",
-            "fitted_on": self.fitted_on,
-            "r_limit": self.r_limit,
-            "weights": self.weights.round(8).tolist(),
-            "means": self.means.round(6).tolist(),
-            "covariances": self.covariances.round(9).tolist(),
-            "err_coef": self.err_coef.round(5).tolist(),
-        }, indent=0)
+        return json.dumps(
+            {
+                "kind": "gaussian mixture in (z, r, u-g, g-r, r-i, i-z)",
+                "fitted_on": self.fitted_on,
+                "r_limit": self.r_limit,
+                "weights": self.weights.round(8).tolist(),
+                "means": self.means.round(6).tolist(),
+                "covariances": self.covariances.round(9).tolist(),
+                "err_coef": self.err_coef.round(5).tolist(),
+            },
+            indent=0,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> PhotometryModel:
         d = json.loads(text)
         w = np.asarray(d["weights"], dtype=np.float64)
-        return cls(w / w.sum(), np.asarray(d["means"]), np.asarray(d["covariances"]),
-                   np.asarray(d["err_coef"]), float(d.get("r_limit", R_LIMIT)),
-                   d.get("fitted_on", ""))
+        return cls(
+            w / w.sum(),
+            np.asarray(d["means"]),
+            np.asarray(d["covariances"]),
+            np.asarray(d["err_coef"]),
+            float(d.get("r_limit", R_LIMIT)),
+            d.get("fitted_on", ""),
+        )
 
 
 def load_model() -> PhotometryModel:
@@ -198,8 +239,16 @@ def load_model() -> PhotometryModel:
 def model_features(phot: Photometry) -> np.ndarray:
     """The model's coordinates (z, r, u-g, g-r, r-i, i-z) of a photometry sample."""
     m = phot.mag
-    return np.column_stack([phot.z, m[:, 2], m[:, 0] - m[:, 1], m[:, 1] - m[:, 2],
-                            m[:, 2] - m[:, 3], m[:, 3] - m[:, 4]])
+    return np.column_stack(
+        [
+            phot.z,
+            m[:, 2],
+            m[:, 0] - m[:, 1],
+            m[:, 1] - m[:, 2],
+            m[:, 2] - m[:, 3],
+            m[:, 3] - m[:, 4],
+        ]
+    )
 
 
 def fit_model(phot: Photometry, n_components: int = 16, seed: int = 0) -> PhotometryModel:
@@ -207,8 +256,9 @@ def fit_model(phot: Photometry, n_components: int = 16, seed: int = 0) -> Photom
     from sklearn.mixture import GaussianMixture
 
     x = model_features(phot)
-    gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed,
-                          reg_covar=1e-6, n_init=2).fit(x)
+    gmm = GaussianMixture(
+        n_components, covariance_type="full", random_state=seed, reg_covar=1e-6, n_init=2
+    ).fit(x)
     coef = np.zeros((5, 3))
     for k in range(5):
         ok = phot.err[:, k] > 0

@@ -94,8 +94,9 @@ def absolute_mag_r(z: np.ndarray, r: np.ndarray) -> np.ndarray:
     return r - 5 * np.log10(d * 1e5) - 0.9 * z
 
 
-def draw_morphology(z: np.ndarray, mag: np.ndarray, rng: np.random.Generator,
-                    size_scale: np.ndarray | float = 1.0) -> dict[str, np.ndarray]:
+def draw_morphology(
+    z: np.ndarray, mag: np.ndarray, rng: np.random.Generator, size_scale: np.ndarray | float = 1.0
+) -> dict[str, np.ndarray]:
     """Bulge fraction, sizes, axis ratios and angle from redshift and intrinsic colours."""
     n = len(z)
     g, r = mag[:, 1], mag[:, 2]
@@ -120,13 +121,25 @@ def draw_morphology(z: np.ndarray, mag: np.ndarray, rng: np.random.Generator,
     # band-dependent bulge fraction: total flux per band is unchanged, bulges redder
     c = 10 ** (-0.4 * BULGE_COLOUR)[None, :]
     bf = bt_r[:, None] * c / (bt_r[:, None] * c + (1 - bt_r[:, None]))
-    return {"bulge_frac": bf, "hlr_bulge": hlr_b, "hlr_disk": hlr_d, "q_bulge": q_bulge,
-            "q_disk": q_disk, "pa": rng.uniform(0, np.pi, n)}
+    return {
+        "bulge_frac": bf,
+        "hlr_bulge": hlr_b,
+        "hlr_disk": hlr_d,
+        "q_bulge": q_bulge,
+        "q_disk": q_disk,
+        "pa": rng.uniform(0, np.pi, n),
+    }
 
 
-def make_galaxies(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, mag: np.ndarray,
-                  ebv: np.ndarray, rng: np.random.Generator,
-                  size_scale: np.ndarray | float = 1.0) -> Galaxies:
+def make_galaxies(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    z: np.ndarray,
+    mag: np.ndarray,
+    ebv: np.ndarray,
+    rng: np.random.Generator,
+    size_scale: np.ndarray | float = 1.0,
+) -> Galaxies:
     """Galaxies at given positions with morphology drawn from their redshift and photometry."""
     morph = draw_morphology(z, mag, rng, size_scale)
     return Galaxies(ra=ra, dec=dec, z=z, mag=mag, ebv=ebv, **morph)
@@ -141,8 +154,9 @@ def _templates():
 
     # a 1 % folding threshold (default 0.5 %) draws ~15 % faster; fluxes are unaffected
     gsp = galsim.GSParams(folding_threshold=1e-2)
-    bulge = galsim.Sersic(n=4, half_light_radius=1.0, trunc=BULGE_TRUNC, flux_untruncated=False,
-                          gsparams=gsp)
+    bulge = galsim.Sersic(
+        n=4, half_light_radius=1.0, trunc=BULGE_TRUNC, flux_untruncated=False, gsparams=gsp
+    )
     disk = galsim.Exponential(half_light_radius=1.0, gsparams=gsp)
     return bulge, disk
 
@@ -157,18 +171,27 @@ def galaxy_object(gal: Galaxies, i: int, band: int, flux: float | None = None):
     beta = float(gal.pa[i]) * galsim.radians
     parts = []
     if fb > 1e-4:
-        parts.append(bulge_t.dilate(float(gal.hlr_bulge[i]))
-                     .shear(q=float(gal.q_bulge[i]), beta=beta).withFlux(total * fb))
+        parts.append(
+            bulge_t.dilate(float(gal.hlr_bulge[i]))
+            .shear(q=float(gal.q_bulge[i]), beta=beta)
+            .withFlux(total * fb)
+        )
     if fb < 1 - 1e-4:
-        parts.append(disk_t.dilate(float(gal.hlr_disk[i]))
-                     .shear(q=float(gal.q_disk[i]), beta=beta).withFlux(total * (1 - fb)))
+        parts.append(
+            disk_t.dilate(float(gal.hlr_disk[i]))
+            .shear(q=float(gal.q_disk[i]), beta=beta)
+            .withFlux(total * (1 - fb))
+        )
     return parts[0] if len(parts) == 1 else galsim.Add(parts)
 
 
 def stamp_size(hlr_bulge: float, hlr_disk: float, bulge_frac: float, fwhm: float) -> int:
     """An even stamp size (pixels) holding > 99 % of the flux, bounded for speed."""
-    r = max(fwhm * 4.0, hlr_disk * 5.0 if bulge_frac < 0.999 else 0.0,
-            hlr_bulge * (BULGE_TRUNC if bulge_frac > 0.02 else 3.0))
+    r = max(
+        fwhm * 4.0,
+        hlr_disk * 5.0 if bulge_frac < 0.999 else 0.0,
+        hlr_bulge * (BULGE_TRUNC if bulge_frac > 0.02 else 3.0),
+    )
     n = int(np.ceil(2 * r / PIXEL_SCALE)) + 4
     return int(min(max(n + n % 2, 32), 384))
 
@@ -201,14 +224,27 @@ def draw_object(image, obj, psf, x: float, y: float, wcs, size: int) -> None:
         image[overlap] += stamp[overlap]
 
 
-def render_stamp(gal: Galaxies, i: int, band: int, fwhm: float, size: int = 64,
-                 offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def render_stamp(
+    gal: Galaxies,
+    i: int,
+    band: int,
+    fwhm: float,
+    size: int = 64,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """One galaxy alone on a size x size stamp, north up east left, 0.396"/pix (tests, previews)."""
     import galsim
 
     wcs = galsim.PixelScale(PIXEL_SCALE)  # GalSim's u points west: north up, east left
     image = galsim.ImageF(size, size, wcs=wcs)
     c = image.true_center
-    draw_object(image, galaxy_object(gal, i, band), psf_object(fwhm), c.x + offset[0],
-                c.y + offset[1], wcs, size)
+    draw_object(
+        image,
+        galaxy_object(gal, i, band),
+        psf_object(fwhm),
+        c.x + offset[0],
+        c.y + offset[1],
+        wcs,
+        size,
+    )
     return image.array.copy()

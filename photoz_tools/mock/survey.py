@@ -57,8 +57,10 @@ class Region:
         return fr.FIELD_ROWS * fr.PIXEL_DEG
 
     def centre(self, camcol: int, fld: int) -> tuple[float, float]:
-        return (self.ra0 + (fld - self.field0) * self.field_deg,
-                self.dec0 + (camcol - 1) * CAMCOL_STEP * fr.PIXEL_DEG)
+        return (
+            self.ra0 + (fld - self.field0) * self.field_deg,
+            self.dec0 + (camcol - 1) * CAMCOL_STEP * fr.PIXEL_DEG,
+        )
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(ra_lo, ra_hi, dec_lo, dec_hi) inside which galaxies are placed."""
@@ -81,12 +83,21 @@ class Region:
         return cam.astype(np.int64) + 1, fld.astype(np.int64) + self.field0
 
 
-def _layout(name: str, n: int, per_field: float, ra0: float, runs: list[int], stripe: int,
-            ebv_median: float, rng: np.random.Generator) -> Region:
+def _layout(
+    name: str,
+    n: int,
+    per_field: float,
+    ra0: float,
+    runs: list[int],
+    stripe: int,
+    ebv_median: float,
+    rng: np.random.Generator,
+) -> Region:
     nfields_total = max(1, math.ceil(n / per_field))
     # the fewest fields holding them: camcols x fields per camcol, up to six camcols
-    ncam = min(range(1, min(6, nfields_total) + 1),
-               key=lambda c: (c * math.ceil(nfields_total / c), -c))
+    ncam = min(
+        range(1, min(6, nfields_total) + 1), key=lambda c: (c * math.ceil(nfields_total / c), -c)
+    )
     nf = math.ceil(nfields_total / ncam)
     dec0 = -(ncam - 1) / 2 * CAMCOL_STEP * fr.PIXEL_DEG
     reg = Region(name, ra0, dec0, ncam, nf, runs, stripe, ebv_median)
@@ -162,8 +173,9 @@ def _conditions(seed: int, run: int, camcol: int, fld: int) -> tuple[np.ndarray,
     return fwhm, sky
 
 
-def frame_specs(reg: Region, k: int, camcol: int, fld: int, seed: int,
-                conditions) -> list[fr.FrameSpec]:
+def frame_specs(
+    reg: Region, k: int, camcol: int, fld: int, seed: int, conditions
+) -> list[fr.FrameSpec]:
     """The five frames (ugriz) of field `fld` of run number k of a region."""
     run = reg.runs[k]
     fwhm, sky = conditions[(run, camcol, fld)]
@@ -173,12 +185,20 @@ def frame_specs(reg: Region, k: int, camcol: int, fld: int, seed: int,
     specs = []
     for b in range(5):
         bx, by = rng.uniform(-BAND_JITTER, BAND_JITTER, 2)
-        specs.append(fr.FrameSpec(
-            run=run, camcol=camcol, field=fld, band=b,
-            crval1=(ra_c + (dy + by) * fr.PIXEL_DEG) % 360.0,
-            crval2=dec_c + (dx + bx) * fr.PIXEL_DEG,
-            fwhm=float(fwhm[b]), sky_counts=float(sky[b]),
-            mjd=reg.mjds[k] + (fld - reg.field0) * 36.0 / 86400.0, stripe=reg.stripe))
+        specs.append(
+            fr.FrameSpec(
+                run=run,
+                camcol=camcol,
+                field=fld,
+                band=b,
+                crval1=(ra_c + (dy + by) * fr.PIXEL_DEG) % 360.0,
+                crval2=dec_c + (dx + bx) * fr.PIXEL_DEG,
+                fwhm=float(fwhm[b]),
+                sky_counts=float(sky[b]),
+                mjd=reg.mjds[k] + (fld - reg.field0) * 36.0 / 86400.0,
+                stripe=reg.stripe,
+            )
+        )
     return specs
 
 
@@ -204,26 +224,38 @@ def _render_field(task: tuple[int, int, int, int]) -> int:
         psf = render.psf_object(spec.fwhm)
         b = spec.band
         gx, gy = fr.world_to_pixel(spec, gal.ra, gal.dec)
-        near = ((gx > -DRAW_PAD) & (gx < fr.NAXIS1 + DRAW_PAD)
-                & (gy > -DRAW_PAD) & (gy < fr.NAXIS2 + DRAW_PAD))
+        near = (
+            (gx > -DRAW_PAD)
+            & (gx < fr.NAXIS1 + DRAW_PAD)
+            & (gy > -DRAW_PAD)
+            & (gy < fr.NAXIS2 + DRAW_PAD)
+        )
         sizes = np.zeros(len(gx), np.int64)
         sizes[near] = render.stamp_sizes(gal.take(near), b, spec.fwhm)
         half = sizes / 2 + 1
         # only galaxies whose stamp reaches the frame (a third fewer draws than a fixed pad)
-        inside = near & (gx > 0.5 - half) & (gx < fr.NAXIS1 + 0.5 + half) \
-            & (gy > 0.5 - half) & (gy < fr.NAXIS2 + 0.5 + half)
+        inside = (
+            near
+            & (gx > 0.5 - half)
+            & (gx < fr.NAXIS1 + 0.5 + half)
+            & (gy > 0.5 - half)
+            & (gy < fr.NAXIS2 + 0.5 + half)
+        )
         for i in np.flatnonzero(inside):
             obj = render.galaxy_object(gal, int(i), b, float(gflux[i, b]))
             render.draw_object(image, obj, psf, float(gx[i]), float(gy[i]), wcs, int(sizes[i]))
         sx, sy = fr.world_to_pixel(spec, st.ra, st.dec)
         ssize = np.where(sflux[:, b] < 100, 48, np.where(sflux[:, b] < 3000, 96, 192))
-        inside = ((sx > 0.5 - ssize / 2) & (sx < fr.NAXIS1 + 0.5 + ssize / 2)
-                  & (sy > 0.5 - ssize / 2) & (sy < fr.NAXIS2 + 0.5 + ssize / 2))
+        inside = (
+            (sx > 0.5 - ssize / 2)
+            & (sx < fr.NAXIS1 + 0.5 + ssize / 2)
+            & (sy > 0.5 - ssize / 2)
+            & (sy < fr.NAXIS2 + 0.5 + ssize / 2)
+        )
         for i in np.flatnonzero(inside):
             f = float(sflux[i, b])
             size = int(ssize[i])
-            render.draw_object(image, psf.withFlux(f), None, float(sx[i]), float(sy[i]), wcs,
-                               size)
+            render.draw_object(image, psf.withFlux(f), None, float(sx[i]), float(sy[i]), wcs, size)
         rng = np.random.default_rng([sky.seed, spec.run, camcol, fld, 3, b])
         calib = fr.flat_field(b, camcol)
         noisy = fr.add_noise(image.array, spec, calib, rng)
@@ -241,8 +273,14 @@ def _obj_ids(run: np.ndarray, camcol: np.ndarray, fld: np.ndarray) -> np.ndarray
     start = np.r_[0, np.flatnonzero(np.diff(sk)) + 1]
     counts = np.diff(np.r_[start, len(sk)])
     ident[order] = np.arange(len(sk)) - np.repeat(start, counts) + 1
-    return ((1 << 59) | (301 << 48) | (run.astype(np.int64) << 32)
-            | (camcol.astype(np.int64) << 29) | (fld.astype(np.int64) << 16) | ident)
+    return (
+        (1 << 59)
+        | (301 << 48)
+        | (run.astype(np.int64) << 32)
+        | (camcol.astype(np.int64) << 29)
+        | (fld.astype(np.int64) << 16)
+        | ident
+    )
 
 
 def _spec_ids(n: int, seed: int) -> np.ndarray:
@@ -253,8 +291,9 @@ def _spec_ids(n: int, seed: int) -> np.ndarray:
     return (plate << 50) | (fiber << 38) | (np.int64(1630) << 24) | (np.int64(26) << 10)
 
 
-def _knn_zphot(mag: np.ndarray, z: np.ndarray, group: np.ndarray, k: int = 20
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _knn_zphot(
+    mag: np.ndarray, z: np.ndarray, group: np.ndarray, k: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """A Beck et al. (2016)-like photometric redshift (kNN in magnitude + colour space), leave
     one out (and leaving out renders of the same photometry row): the `zphot_b16` column."""
     from scipy.spatial import cKDTree
@@ -266,15 +305,22 @@ def _knn_zphot(mag: np.ndarray, z: np.ndarray, group: np.ndarray, k: int = 20
     _, idx = cKDTree(x).query(x, k=kk)
     idx = np.atleast_2d(idx)
     same = group[idx] == group[:, None]
-    zz = np.where(same, np.nan, z[idx])[:, : kk]
+    zz = np.where(same, np.nan, z[idx])[:, :kk]
     # the k nearest that are not the galaxy itself
     order = np.argsort(np.isnan(zz), axis=1, kind="stable")[:, :k]
     zz = np.take_along_axis(zz, order, axis=1)
     return np.nanmean(zz, axis=1), np.nanstd(zz, axis=1)
 
 
-def _catalogue(phot: Photometry, gal: render.Galaxies, regions: list[Region], region_of,
-               conditions, seed: int, rng: np.random.Generator):
+def _catalogue(
+    phot: Photometry,
+    gal: render.Galaxies,
+    regions: list[Region],
+    region_of,
+    conditions,
+    seed: int,
+    rng: np.random.Generator,
+):
     """The pz-query columns (plus the truth a simulation knows) as an Arrow table."""
     import pyarrow as pa
 
@@ -301,7 +347,9 @@ def _catalogue(phot: Photometry, gal: render.Galaxies, regions: list[Region], re
     cols: dict[str, np.ndarray] = {
         "specObjID": _spec_ids(n, seed),
         "objID": _obj_ids(run, cam, fld),
-        "ra": gal.ra, "dec": gal.dec, "z": phot.z,
+        "ra": gal.ra,
+        "dec": gal.dec,
+        "z": phot.z,
         "zErr": np.abs(1.5e-5 * (1 + phot.z) * np.exp(0.4 * rng.standard_normal(n))),
     }
     for k, b in enumerate("ugriz"):
@@ -316,15 +364,28 @@ def _catalogue(phot: Photometry, gal: render.Galaxies, regions: list[Region], re
         cols[f"psfFWHM_{b}"] = fwhm[:, k]
     for k, b in enumerate("ugriz"):
         cols[f"sky_{b}"] = sky_nmgy[:, k]
-    cols.update({"run": run, "rerun": np.full(n, "301"), "camcol": cam, "field": fld,
-                 "primtarget": np.full(n, 64, np.int64),
-                 "zphot_b16": zphot_b16, "zphot_b16_err": zphot_b16_err})
+    cols.update(
+        {
+            "run": run,
+            "rerun": np.full(n, "301"),
+            "camcol": cam,
+            "field": fld,
+            "primtarget": np.full(n, 64, np.int64),
+            "zphot_b16": zphot_b16,
+            "zphot_b16_err": zphot_b16_err,
+        }
+    )
     # the truth only a simulation has (pass through to pz-score for binned statistics)
     for k, b in enumerate("ugriz"):
         cols[f"true_mag_{b}"] = gal.mag[:, k]
-    cols.update({"r50_true": gal.r50, "bulge_frac_r": gal.bulge_frac[:, 2],
-                 "source_row": phot.source_row, "region": np.array([regions[i].name
-                                                                     for i in region_of])})
+    cols.update(
+        {
+            "r50_true": gal.r50,
+            "bulge_frac_r": gal.bulge_frac[:, 2],
+            "source_row": phot.source_row,
+            "region": np.array([regions[i].name for i in region_of]),
+        }
+    )
     units = {**MGS_UNITS, "r50_true": "arcsec", **{f"true_mag_{b}": "mag" for b in "ugriz"}}
     fields = []
     arrays = []
@@ -341,17 +402,30 @@ def _frame_index(regions: list[Region], seed: int, conditions):
 
     from photoz_tools.sdss.queries import FRAMES_UNITS
 
-    rows: dict[str, list] = {c: [] for c in ("fieldID", "run", "rerun", "camcol", "field",
-                                             "ra_min", "ra_max", "dec_min", "dec_max", "mjd",
-                                             "stripe")}
+    rows: dict[str, list] = {
+        c: []
+        for c in (
+            "fieldID",
+            "run",
+            "rerun",
+            "camcol",
+            "field",
+            "ra_min",
+            "ra_max",
+            "dec_min",
+            "dec_max",
+            "mjd",
+            "stripe",
+        )
+    }
     for reg in regions:
         for k, run in enumerate(reg.runs):
             for cam in range(1, reg.ncam + 1):
                 for f in range(reg.field0, reg.field0 + reg.nfields):
-                    boxes = np.array([fr.footprint(s) for s in
-                                      frame_specs(reg, k, cam, f, seed, conditions)])
-                    rows["fieldID"].append((301 << 48) | (run << 32)
-                                                            | (cam << 29) | (f << 16))
+                    boxes = np.array(
+                        [fr.footprint(s) for s in frame_specs(reg, k, cam, f, seed, conditions)]
+                    )
+                    rows["fieldID"].append((301 << 48) | (run << 32) | (cam << 29) | (f << 16))
                     rows["run"].append(run)
                     rows["rerun"].append("301")
                     rows["camcol"].append(cam)
@@ -362,9 +436,12 @@ def _frame_index(regions: list[Region], seed: int, conditions):
                     rows["dec_max"].append(boxes[:, 3].max())
                     rows["mjd"].append(reg.mjds[k])
                     rows["stripe"].append(reg.stripe)
-    fields = [pa.field(c, pa.array(v).type,
-                       metadata={"unit": FRAMES_UNITS[c]} if c in FRAMES_UNITS else None)
-              for c, v in rows.items()]
+    fields = [
+        pa.field(
+            c, pa.array(v).type, metadata={"unit": FRAMES_UNITS[c]} if c in FRAMES_UNITS else None
+        )
+        for c, v in rows.items()
+    ]
     return pa.Table.from_arrays([pa.array(v) for v in rows.values()], schema=pa.schema(fields))
 
 
@@ -385,12 +462,25 @@ class MockResult:
     manifest: dict
 
 
-def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = None,
-         seed: int = 0, per_field: float = 200.0, neighbours: float = 60.0,
-         stars: float = 30.0, repeat: int = 1, deep_fraction: float = 0.0, epochs: int = 4,
-         jobs: int | None = None, compress: bool = True, catalog: str = "catalog.parquet",
-         ebv_median: float = 0.03, frames: bool = True, command: str = "",
-         progress: Callable[[int, int], None] | None = None) -> MockResult:
+def mock(
+    out: str | os.PathLike,
+    n: int | None = None,
+    photometry: str | None = None,
+    seed: int = 0,
+    per_field: float = 200.0,
+    neighbours: float = 60.0,
+    stars: float = 30.0,
+    repeat: int = 1,
+    deep_fraction: float = 0.0,
+    epochs: int = 4,
+    jobs: int | None = None,
+    compress: bool = True,
+    catalog: str = "catalog.parquet",
+    ebv_median: float = 0.03,
+    frames: bool = True,
+    command: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> MockResult:
     """Simulate an SDSS-like survey into folder `out` and return what was made.
 
     Parameters
@@ -409,8 +499,9 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
     t0 = time.perf_counter()
     out = Path(out)
     if per_field <= 0 or repeat < 1 or epochs < 1 or not 0 <= deep_fraction <= 1:
-        raise PzUsageError("--per-field must be > 0, --repeat and --epochs >= 1, "
-                           "--deep-fraction within 0..1")
+        raise PzUsageError(
+            "--per-field must be > 0, --repeat and --epochs >= 1, --deep-fraction within 0..1"
+        )
     rng = np.random.default_rng([seed, 0])
     if photometry is not None:
         phot = read_photometry(photometry)
@@ -435,13 +526,23 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
     region_of = np.zeros(ntot, np.int64)
     lrng = np.random.default_rng([seed, 5])
     if ntot - n_deep > 0:
-        regions.append(_layout("main", ntot - n_deep, per_field, 150.0, [MAIN_RUN], 10,
-                               ebv_median, lrng))
+        regions.append(
+            _layout("main", ntot - n_deep, per_field, 150.0, [MAIN_RUN], 10, ebv_median, lrng)
+        )
     if n_deep > 0:
         region_of[in_deep] = len(regions)
-        regions.append(_layout("stripe82", n_deep, per_field, 330.0,
-                               [DEEP_RUN + 7 * k for k in range(epochs)], 82,
-                               1.5 * ebv_median, lrng))
+        regions.append(
+            _layout(
+                "stripe82",
+                n_deep,
+                per_field,
+                330.0,
+                [DEEP_RUN + 7 * k for k in range(epochs)],
+                82,
+                1.5 * ebv_median,
+                lrng,
+            )
+        )
     ra = np.empty(ntot)
     dec = np.empty(ntot)
     ebv = np.empty(ntot)
@@ -464,15 +565,24 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
         r_new = 17.8 + 4.2 * rng.power(2.5, m)
         dm = r_new - base.mag[:, 2]
         nra, ndec = rng.uniform(a, b, m), rng.uniform(c, d, m)
-        nb_parts.append(render.make_galaxies(
-            nra, ndec, base.z, base.mag + dm[:, None], _ebv_field(nra, ndec, reg.ebv_median,
-                                                                  seed), rng,
-            size_scale=10 ** (-0.12 * dm)))
-        st_parts.append(_stars(int(rng.poisson(stars * nfields)), (a, b, c, d),
-                               reg.ebv_median, seed, rng))
+        nb_parts.append(
+            render.make_galaxies(
+                nra,
+                ndec,
+                base.z,
+                base.mag + dm[:, None],
+                _ebv_field(nra, ndec, reg.ebv_median, seed),
+                rng,
+                size_scale=10 ** (-0.12 * dm),
+            )
+        )
+        st_parts.append(
+            _stars(int(rng.poisson(stars * nfields)), (a, b, c, d), reg.ebv_median, seed, rng)
+        )
     allgal = _concat_galaxies([gal, *nb_parts])
-    allstars = Stars(*(np.concatenate([getattr(s, k) for s in st_parts])
-                       for k in ("ra", "dec", "mag", "ebv")))
+    allstars = Stars(
+        *(np.concatenate([getattr(s, k) for s in st_parts]) for k in ("ra", "dec", "mag", "ebv"))
+    )
 
     conditions = {}
     tasks = []
@@ -484,26 +594,44 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
                     tasks.append((ri, k, cam, f))
 
     area = sum(r.area() for r in regions)
-    params = {"seed": seed, "n": ntot, "photometry": source, "per_field": per_field,
-              "neighbours": neighbours, "stars": stars, "repeat": repeat,
-              "deep_fraction": deep_fraction, "epochs": epochs, "ebv_median": ebv_median,
-              "compress": compress}
+    params = {
+        "seed": seed,
+        "n": ntot,
+        "photometry": source,
+        "per_field": per_field,
+        "neighbours": neighbours,
+        "stars": stars,
+        "repeat": repeat,
+        "deep_fraction": deep_fraction,
+        "epochs": epochs,
+        "ebv_median": ebv_median,
+        "compress": compress,
+    }
     manifest = {
-        "tool": f"photoz-tools {__version__}", "command": command, "parameters": params,
+        "tool": f"photoz-tools {__version__}",
+        "command": command,
+        "parameters": params,
         "regions": [asdict(r) for r in regions],
-        "area_deg2": area, "density_deg2": ntot / area,
-        "catalog": catalog, "frames_index": "frames.parquet",
+        "area_deg2": area,
+        "density_deg2": ntot / area,
+        "catalog": catalog,
+        "frames_index": "frames.parquet",
     }
     _prepare(out, manifest)
     from photoz_tools.tables import provenance_metadata, write_table
 
     prov = provenance_metadata(command or "photoz_tools.mock.mock()", [source])
-    table = _catalogue(phot, gal, regions, region_of, conditions, seed,
-                       np.random.default_rng([seed, 9]))
+    table = _catalogue(
+        phot, gal, regions, region_of, conditions, seed, np.random.default_rng([seed, 9])
+    )
     meta = {"pz_mock": json.dumps({"seed": seed, "density_deg2": ntot / area})}
     write_table(table, out / catalog, metadata=meta, provenance=prov)
-    write_table(_frame_index(regions, seed, conditions), out / "frames.parquet",
-                metadata=meta, provenance=prov)
+    write_table(
+        _frame_index(regions, seed, conditions),
+        out / "frames.parquet",
+        metadata=meta,
+        provenance=prov,
+    )
 
     written = 0
     if frames:
@@ -531,8 +659,19 @@ def mock(out: str | os.PathLike, n: int | None = None, photometry: str | None = 
         finally:
             _SKY = None
     seconds = time.perf_counter() - t0
-    return MockResult(out, out / catalog, out / "frames.parquet", ntot, len(tasks),
-                      5 * len(tasks), written, area, ntot / area, seconds, manifest)
+    return MockResult(
+        out,
+        out / catalog,
+        out / "frames.parquet",
+        ntot,
+        len(tasks),
+        5 * len(tasks),
+        written,
+        area,
+        ntot / area,
+        seconds,
+        manifest,
+    )
 
 
 def _concat_galaxies(parts: list[render.Galaxies]) -> render.Galaxies:
@@ -545,12 +684,15 @@ def _prepare(out: Path, manifest: dict) -> None:
     path = out / "mock.json"
     if out.exists() and any(out.iterdir()):
         if not path.exists():
-            raise PzError(f"{out}: folder exists and is not a pz-mock survey; choose a new "
-                          "folder or empty it")
+            raise PzError(
+                f"{out}: folder exists and is not a pz-mock survey; choose a new folder or empty it"
+            )
         old = json.loads(path.read_text())
         if old.get("parameters") != manifest["parameters"]:
-            raise PzError(f"{out}: holds a survey made with other parameters; choose a new "
-                          "folder or remove it")
+            raise PzError(
+                f"{out}: holds a survey made with other parameters; choose a new "
+                "folder or remove it"
+            )
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".mock.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))

@@ -32,13 +32,38 @@ def test_catalogue_only_survey_then_resume_and_refusal(cli, tmp_path: Path):
     cat = pq.read_table(out / "catalog.parquet")
     index = pq.read_table(out / "frames.parquet")
     assert cat.num_rows == 50 and index.num_rows == 2
-    for name in ("specObjID", "objID", "ra", "dec", "z", "zErr", "dered_petro_r",
-                 "petroMagErr_u", "extinction_g", "ebv", "ba", "psfFWHM_i", "sky_z", "run",
-                 "rerun", "camcol", "field", "zphot_b16"):
+    for name in (
+        "specObjID",
+        "objID",
+        "ra",
+        "dec",
+        "z",
+        "zErr",
+        "dered_petro_r",
+        "petroMagErr_u",
+        "extinction_g",
+        "ebv",
+        "ba",
+        "psfFWHM_i",
+        "sky_z",
+        "run",
+        "rerun",
+        "camcol",
+        "field",
+        "zphot_b16",
+    ):
         assert name in cat.column_names, name
     assert len(set(cat["objID"].to_pylist())) == 50
-    assert set(index.column_names) >= {"run", "rerun", "camcol", "field", "ra_min", "ra_max",
-                                       "dec_min", "dec_max"}
+    assert set(index.column_names) >= {
+        "run",
+        "rerun",
+        "camcol",
+        "field",
+        "ra_min",
+        "ra_max",
+        "dec_min",
+        "dec_max",
+    }
     manifest = json.loads((out / "mock.json").read_text())
     assert manifest["density_deg2"] > 500  # 25 per field: ~9x the real MGS
     assert cli("pz-mock", *args).returncode == 0  # same parameters: resumes

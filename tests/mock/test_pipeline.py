@@ -32,38 +32,135 @@ def test_small_mock_through_every_command(tmp_path: Path, cli):
     # the real MGS photometry where ../shared is present, else the shipped model
     mgs = SHARED_DATA / "mgs-photometry" / "SDSS_MGS.train"
     phot = ["--photometry", str(mgs)] if mgs.is_file() else []
-    _ok(cli("pz-mock", "-n", "1000", *phot, "--seed", "11", "--per-field", "500",
-            "--neighbours", "20", "--stars", "10", "-j", "2", "-o", str(mock_dir)), "pz-mock")
-    server = subprocess.Popen([sys.executable, "-m", "photoz_tools.cli.mock", "serve",
-                               str(mock_dir), "--port", "0", "-q"], stdout=subprocess.PIPE,
-                              text=True)
+    _ok(
+        cli(
+            "pz-mock",
+            "-n",
+            "1000",
+            *phot,
+            "--seed",
+            "11",
+            "--per-field",
+            "500",
+            "--neighbours",
+            "20",
+            "--stars",
+            "10",
+            "-j",
+            "2",
+            "-o",
+            str(mock_dir),
+        ),
+        "pz-mock",
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "photoz_tools.cli.mock",
+            "serve",
+            str(mock_dir),
+            "--port",
+            "0",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split()[1]
         sas = server.stdout.readline().split()[1]
         _ok(cli("pz-query", "--url", url, "-o", str(tmp_path / "mgs.parquet")), "pz-query")
-        _ok(cli("pz-query", "frames", str(tmp_path / "mgs.parquet"), "--url", url,
-                "-o", str(tmp_path / "frames.parquet")), "pz-query frames")
-        _ok(cli("pz-cutout", str(tmp_path / "mgs.parquet"), "--frame-index",
-                str(tmp_path / "frames.parquet"), "--sas-url", sas, "--cache",
-                str(tmp_path / "cache"), "-o", str(tmp_path / "cutouts.parquet")), "pz-cutout")
+        _ok(
+            cli(
+                "pz-query",
+                "frames",
+                str(tmp_path / "mgs.parquet"),
+                "--url",
+                url,
+                "-o",
+                str(tmp_path / "frames.parquet"),
+            ),
+            "pz-query frames",
+        )
+        _ok(
+            cli(
+                "pz-cutout",
+                str(tmp_path / "mgs.parquet"),
+                "--frame-index",
+                str(tmp_path / "frames.parquet"),
+                "--sas-url",
+                sas,
+                "--cache",
+                str(tmp_path / "cache"),
+                "-o",
+                str(tmp_path / "cutouts.parquet"),
+            ),
+            "pz-cutout",
+        )
     finally:
         server.terminate()
         server.wait(10)
     cat = pq.read_table(tmp_path / "mgs.parquet")
     assert cat.num_rows > 900  # the MGS cuts keep nearly all of them (r <= 17.8 after noise)
-    _ok(cli("pz-pack", str(tmp_path / "cutouts.parquet"), "-c", str(tmp_path / "mgs.parquet"),
-            "--folds", "5", "-o", str(tmp_path / "ds.parquet")), "pz-pack")
-    _ok(cli("pz-train", str(tmp_path / "ds.parquet"), "-o", str(tmp_path / "model"), "--arch",
-            "tiny", "--fold", "0", "--epochs", "30", "--batch-size", "32", "--lr", "3e-3"),
-        "pz-train")
+    _ok(
+        cli(
+            "pz-pack",
+            str(tmp_path / "cutouts.parquet"),
+            "-c",
+            str(tmp_path / "mgs.parquet"),
+            "--folds",
+            "5",
+            "-o",
+            str(tmp_path / "ds.parquet"),
+        ),
+        "pz-pack",
+    )
+    _ok(
+        cli(
+            "pz-train",
+            str(tmp_path / "ds.parquet"),
+            "-o",
+            str(tmp_path / "model"),
+            "--arch",
+            "tiny",
+            "--fold",
+            "0",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+        ),
+        "pz-train",
+    )
     ds = pq.read_table(tmp_path / "ds.parquet")
     test = ds.filter(pc.equal(ds["split"], "test"))
     pq.write_table(test, tmp_path / "test.parquet")
-    _ok(cli("pz-predict", "-m", str(tmp_path / "model"), str(tmp_path / "test.parquet"),
-            "-o", str(tmp_path / "zphot.parquet")), "pz-predict")
-    _ok(cli("pz-score", str(tmp_path / "zphot.parquet"), "--truth", "z", "-o",
-            str(tmp_path / "scores.csv")), "pz-score")
+    _ok(
+        cli(
+            "pz-predict",
+            "-m",
+            str(tmp_path / "model"),
+            str(tmp_path / "test.parquet"),
+            "-o",
+            str(tmp_path / "zphot.parquet"),
+        ),
+        "pz-predict",
+    )
+    _ok(
+        cli(
+            "pz-score",
+            str(tmp_path / "zphot.parquet"),
+            "--truth",
+            "z",
+            "-o",
+            str(tmp_path / "scores.csv"),
+        ),
+        "pz-score",
+    )
 
     pred = pq.read_table(tmp_path / "zphot.parquet")
     z = pred["z"].to_numpy()

@@ -26,8 +26,9 @@ def test_flux_per_band_matches_the_magnitude_to_one_percent():
     gal = _galaxies()
     for i in range(len(gal)):
         for b in range(5):
-            size = max(256, render.stamp_size(gal.hlr_bulge[i], gal.hlr_disk[i],
-                                              gal.bulge_frac[i, b], 1.4))
+            size = max(
+                256, render.stamp_size(gal.hlr_bulge[i], gal.hlr_disk[i], gal.bulge_frac[i, b], 1.4)
+            )
             stamp = render.render_stamp(gal, i, b, fwhm=1.4, size=size)
             expected = 10 ** (-0.4 * (gal.mag[i, b] + gal.extinction[i, b] - 22.5))
             assert stamp.sum() == pytest.approx(expected, rel=0.01), (i, "ugriz"[b])
@@ -56,8 +57,17 @@ def test_mgs_reader_fixes_the_missing_eu_header_name(shared_data: Path):
 def test_tan_projection_agrees_with_astropy(tmp_path: Path):
     from astropy.wcs import WCS
 
-    spec = fr.FrameSpec(run=3900, camcol=3, field=20, band=2, crval1=150.2, crval2=0.3,
-                        fwhm=1.3, sky_counts=140.0, mjd=51075.0)
+    spec = fr.FrameSpec(
+        run=3900,
+        camcol=3,
+        field=20,
+        band=2,
+        crval1=150.2,
+        crval2=0.3,
+        fwhm=1.3,
+        sky_counts=140.0,
+        mjd=51075.0,
+    )
     img = np.zeros((fr.NAXIS2, fr.NAXIS1), np.float32)
     path = fr.write_frame(tmp_path / spec.relpath(), img, spec, np.random.default_rng(0))
     from astropy.io import fits
@@ -66,7 +76,11 @@ def test_tan_projection_agrees_with_astropy(tmp_path: Path):
         warnings.simplefilter("ignore")
         with fits.open(path) as hdul:
             assert [h.__class__.__name__ for h in hdul] == [
-                "PrimaryHDU", "ImageHDU", "BinTableHDU", "BinTableHDU"]
+                "PrimaryHDU",
+                "ImageHDU",
+                "BinTableHDU",
+                "BinTableHDU",
+            ]
             head = hdul[0].header
             assert head["BUNIT"] == "nanomaggy" and head["FILTER"] == "r"
             assert hdul[0].data.shape == (1489, 2048) and hdul[1].data.shape == (2048,)
@@ -82,8 +96,17 @@ def test_tan_projection_agrees_with_astropy(tmp_path: Path):
 
 
 def _small(out: Path, seed: int, jobs: int = 1, frames: bool = True):
-    return mock(out, n=40, seed=seed, per_field=20, neighbours=5, stars=5, jobs=jobs,
-                compress=False, frames=frames)
+    return mock(
+        out,
+        n=40,
+        seed=seed,
+        per_field=20,
+        neighbours=5,
+        stars=5,
+        jobs=jobs,
+        compress=False,
+        frames=frames,
+    )
 
 
 def test_mock_is_seeded_and_reproducible_whatever_the_jobs(tmp_path: Path):
@@ -108,8 +131,9 @@ def test_rendered_galaxies_sit_at_catalogue_positions_with_their_flux(tmp_path: 
     import pyarrow.parquet as pq
     from astropy.wcs import WCS
 
-    res = mock(tmp_path / "m", n=40, seed=2, per_field=40, neighbours=0, stars=0, jobs=1,
-               compress=False)
+    res = mock(
+        tmp_path / "m", n=40, seed=2, per_field=40, neighbours=0, stars=0, jobs=1, compress=False
+    )
     cat = pq.read_table(res.catalog).to_pandas()
     path = next((tmp_path / "m").rglob("frame-r-*.fits"))
     image, head = fitsio.read(str(path), header=True)
@@ -121,8 +145,13 @@ def test_rendered_galaxies_sit_at_catalogue_positions_with_their_flux(tmp_path: 
     ok = 0
     for i in range(len(cat)):
         r = np.hypot(xx - x[i], yy - y[i])
-        if (x[i] < 60 or y[i] < 60 or x[i] > image.shape[1] - 60 or y[i] > image.shape[0] - 60
-                or cat["r50_true"][i] > 1.5):
+        if (
+            x[i] < 60
+            or y[i] < 60
+            or x[i] > image.shape[1] - 60
+            or y[i] > image.shape[0] - 60
+            or cat["r50_true"][i] > 1.5
+        ):
             continue
         # no other catalogue galaxy within the aperture
         d = np.hypot(x - x[i], y - y[i])
