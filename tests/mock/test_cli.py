@@ -69,3 +69,11 @@ def test_catalogue_only_survey_then_resume_and_refusal(cli, tmp_path: Path):
     assert cli("pz-mock", *args).returncode == 0  # same parameters: resumes
     r = cli("pz-mock", *args[:2], "--seed", "4", *args[4:])
     assert r.returncode == 1 and b"other parameters" in r.stderr
+
+
+def test_photoz_tools_mock_is_the_plain_function(tmp_path: Path):
+    import photoz_tools
+    import photoz_tools.mock.survey  # noqa: F401  (the subpackage now shadows the lazy name)
+
+    res = photoz_tools.mock(tmp_path / "m", n=5, per_field=5, frames=False)
+    assert res.n_galaxies == 5 and (tmp_path / "m" / "catalog.parquet").is_file()
