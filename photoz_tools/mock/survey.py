@@ -286,7 +286,7 @@ def _obj_ids(run: np.ndarray, camcol: np.ndarray, fld: np.ndarray) -> np.ndarray
 def _spec_ids(n: int, seed: int) -> np.ndarray:
     """Unique SDSS-style specObjIDs (plate, fiber, mjd bit fields), increasing with the row."""
     i = np.arange(n, dtype=np.int64)
-    plate = 266 + i // 640 + (seed % 1000) * 0
+    plate = 266 + i // 640
     fiber = i % 640 + 1
     return (plate << 50) | (fiber << 38) | (np.int64(1630) << 24) | (np.int64(26) << 10)
 
