@@ -39,7 +39,7 @@ kill "$SERVER"
 # 4. folds (fold 0 is the test set), the small CNN, predictions on the held-out fold, scores
 pz-pack "$OUT/cutouts.parquet" -c "$OUT/mgs.parquet" --folds 5 --seed 0 -o "$OUT/dataset.parquet"
 pz-train "$OUT/dataset.parquet" -o "$OUT/model" --arch small --fold 0 --epochs "$EPOCHS" \
-  --batch-size 64 --lr 1e-3 --seed "$SEED"
+  --batch-size 64 --lr 1e-3 --seed "$SEED" --force
 "$PYTHON" - "$OUT" <<'PY'
 import sys, pyarrow.compute as pc, pyarrow.parquet as pq
 t = pq.read_table(f"{sys.argv[1]}/dataset.parquet")

@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.lr),
         "--seed",
         str(args.seed),
+        "--force",  # a rerun of the demo retrains (the survey and cutouts are resumed)
         timings=timings,
     )
     n_test = held_out(out / "dataset.parquet", out / "test.parquet")
