@@ -185,10 +185,16 @@ def mock_cmd(
             command=command_line(),
             progress=report,
         )
+    if no_frames:
+        rate = "catalogue only"
+    elif res.frames_written < res.n_frames:
+        rate = f"{res.n_frames - res.frames_written} frames were already there: resumed"
+    else:
+        rate = f"{res.n_galaxies / res.seconds:.0f} galaxies/s"
     log(
         f"{res.n_galaxies} galaxies over {res.area_deg2:.3f} deg2 ({res.density_deg2:.0f} per "
         f"deg2), {res.n_fields} fields, {res.frames_written} of {res.n_frames} frames written "
-        f"in {res.seconds:.1f} s ({res.n_galaxies / res.seconds:.0f} galaxies/s)"
+        f"in {res.seconds:.1f} s ({rate})"
     )
     log(f"catalogue {res.catalog}, frame index {res.frames_index}, frames under {out}/frames")
 
