@@ -80,7 +80,10 @@ def main_command(
     augment: Annotated[bool, typer.Option(help="Random 90-degree rotations and flips.")] = True,
     mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU only).")] = False,
     xla: Annotated[
-        bool | None, typer.Option(help="XLA compilation [default: auto].", show_default=False)
+        bool | None,
+        typer.Option(
+            help="XLA compilation [default: on GPUs and JAX, off on CPU].", show_default=False
+        ),
     ] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
     drop_out_of_range: Annotated[
