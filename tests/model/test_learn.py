@@ -4,8 +4,8 @@ The generated galaxies (conftest.galaxies) carry z in their u-r and g-r colours 
 scatter) and in their size. Predicting the median z for everyone gives sigma_MAD ~ 0.047 on this
 distribution; a perfect reader of the colours ~ 0.005. The threshold, 0.02, is less than half the
 prior-only scatter: a network can only reach it by reading colours and sizes from the images.
-(For scale: the paper's 10k-galaxy training on real SDSS reaches 0.0143.) 160 steps of 64 with
-Adam 1e-3 (the paper's 1e-4 needs ~10x more steps) reach 0.011-0.014 here (measured on this
+(For scale: the paper's 10k-galaxy training on real SDSS reaches 0.0143.) 200 steps of 64 with
+Adam 1e-3 (the paper's 1e-4 needs ~10x more steps) reach 0.011-0.017 here (measured on this
 machine); the margin absorbs run-to-run scatter across seeds and BLAS builds.
 """
 
@@ -32,7 +32,7 @@ def test_small_variant_learns_redshift_from_pixels(make_dataset, tmp_path):
         tmp_path / "small",
         "small",
         Recipe(
-            steps=160,
+            steps=200,
             batch_size=64,
             learning_rate=1e-3,
             val_size=250,
@@ -54,4 +54,5 @@ def test_small_variant_learns_redshift_from_pixels(make_dataset, tmp_path):
     dz = metrics.residuals(zphot(p, b.bins), z)
     prior = metrics.sigma_mad(metrics.residuals(np.full_like(z, np.median(z)), z))
     assert prior > 0.04
+    print(f"learnability: sigma_MAD {metrics.sigma_mad(dz):.4f} (prior alone {prior:.4f})")
     assert metrics.sigma_mad(dz) < THRESHOLD, (metrics.sigma_mad(dz), prior)
