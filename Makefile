@@ -31,7 +31,7 @@ system-deps:
 	else echo "make: not root on Debian: SWarp/pandoc tests skip unless already installed" >&2; fi
 
 test: install system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 demo: install
 	$(PY) -m photoz_tools.demo
