@@ -92,36 +92,56 @@ def main() -> None:
                 t = time.perf_counter()
                 cutout(table, frames=args.frames)
                 e2e_bz2.append(args.n / (time.perf_counter() - t))
-            print(f"run {run + 1}: native {native[-1]:.1f}/s"
-                  + (f", SWarp {swarp[-1]:.2f}/s" if swarp else "")
-                  + (f", pz-cutout plain {e2e_plain[-1]:.1f}/s, bz2 {e2e_bz2[-1]:.1f}/s"
-                     if e2e_plain else ""), file=sys.stderr)
+            print(
+                f"run {run + 1}: native {native[-1]:.1f}/s"
+                + (f", SWarp {swarp[-1]:.2f}/s" if swarp else "")
+                + (
+                    f", pz-cutout plain {e2e_plain[-1]:.1f}/s, bz2 {e2e_bz2[-1]:.1f}/s"
+                    if e2e_plain
+                    else ""
+                ),
+                file=sys.stderr,
+            )
 
         med = statistics.median
         cut_mb = 64 * 64 * 5 * 4 / 1e6
-        print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-              f"{args.runs} runs, medians (min-max)\n")
+        print(
+            f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+            f"{args.runs} runs, medians (min-max)\n"
+        )
         print("| what | cutouts/s | output MB/s | note |")
         print("| --- | --- | --- | --- |")
 
         def row(name, xs, note):
-            print(f"| {name} | {med(xs):.1f} ({min(xs):.1f}-{max(xs):.1f}) | "
-                  f"{med(xs) * cut_mb:.1f} | {note} |")
+            print(
+                f"| {name} | {med(xs):.1f} ({min(xs):.1f}-{max(xs):.1f}) | "
+                f"{med(xs) * cut_mb:.1f} | {note} |"
+            )
 
         row("native resampler, 1 process", native, f"{args.n} galaxies, 5 frames in memory")
         if swarp:
             row("SWarp per galaxy and band", swarp, f"{args.n_swarp} galaxies x 5 subprocesses")
             ratios = [a / b for a, b in zip(native, swarp, strict=True)]
-            print(f"\nnative / SWarp: median {med(ratios):.1f}x "
-                  f"(per run: {', '.join(f'{r:.1f}' for r in ratios)})")
+            print(
+                f"\nnative / SWarp: median {med(ratios):.1f}x "
+                f"(per run: {', '.join(f'{r:.1f}' for r in ratios)})"
+            )
         if e2e_plain:
             print()
-            row("pz-cutout, uncompressed folder", e2e_plain,
-                f"all cores; reads {frame_mb:.0f} MB of frames")
-            row("pz-cutout, .fits.bz2 folder", e2e_bz2,
-                f"all cores; decompresses {nbytes / 1e6:.0f} MB -> {frame_mb:.0f} MB")
-        print(f"\nbzip2 decompression of the five frames: {t_dec:.2f} s "
-              f"({nbytes / 1e6 / t_dec:.1f} MB/s compressed, {frame_mb / t_dec:.1f} MB/s out)")
+            row(
+                "pz-cutout, uncompressed folder",
+                e2e_plain,
+                f"all cores; reads {frame_mb:.0f} MB of frames",
+            )
+            row(
+                "pz-cutout, .fits.bz2 folder",
+                e2e_bz2,
+                f"all cores; decompresses {nbytes / 1e6:.0f} MB -> {frame_mb:.0f} MB",
+            )
+        print(
+            f"\nbzip2 decompression of the five frames: {t_dec:.2f} s "
+            f"({nbytes / 1e6 / t_dec:.1f} MB/s compressed, {frame_mb / t_dec:.1f} MB/s out)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

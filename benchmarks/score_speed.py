@@ -41,9 +41,15 @@ def part_point(n: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     row = M.statistics(zphot, zspec)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"rows": n, "seconds": dt, "cpu_seconds": cpu, "rows_per_s": n / dt,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_inputs_mb": base, "sigma_mad": row["sigma_mad"]}
+    return {
+        "rows": n,
+        "seconds": dt,
+        "cpu_seconds": cpu,
+        "rows_per_s": n / dt,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_inputs_mb": base,
+        "sigma_mad": row["sigma_mad"],
+    }
 
 
 def _chunk_pdfs(rng, m: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,9 +85,16 @@ def part_pdf(n: int, chunk: int) -> dict:
     crps_mean = float(np.concatenate(crpss).mean())
     compute += time.perf_counter() - t0
     cpu += time.process_time() - c0
-    return {"rows": n, "chunk": chunk, "seconds": compute, "cpu_seconds": cpu,
-            "rows_per_s": n / compute,
-            "peak_rss_mb": peak_rss_mb(), "pit_ks": flat["pit_ks"], "crps": crps_mean}
+    return {
+        "rows": n,
+        "chunk": chunk,
+        "seconds": compute,
+        "cpu_seconds": cpu,
+        "rows_per_s": n / compute,
+        "peak_rss_mb": peak_rss_mb(),
+        "pit_ks": flat["pit_ks"],
+        "crps": crps_mean,
+    }
 
 
 def part_make_file(n: int, path: str) -> dict:
@@ -98,8 +111,13 @@ def part_make_file(n: int, path: str) -> dict:
         m = min(50_000, n - done)
         pdf, z = _chunk_pdfs(rng, m, bins.edges)
         s = P.summarize(pdf, bins)
-        cols = {"specObjID": np.arange(done, done + m, dtype=np.int64), "z": z,
-                "zphot": s["zphot"], "width68": s["width68"], "pdf": pdf}
+        cols = {
+            "specObjID": np.arange(done, done + m, dtype=np.int64),
+            "z": z,
+            "zphot": s["zphot"],
+            "width68": s["width68"],
+            "pdf": pdf,
+        }
         batch = pa.record_batch([to_arrow(v) for v in cols.values()], names=list(cols))
         if writer is None:
             writer = TableWriter(path, batch.schema, metadata={BIN_EDGES_KEY: bins.to_json()})
@@ -110,25 +128,30 @@ def part_make_file(n: int, path: str) -> dict:
 
 
 def run_part(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--part", *args], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--part", *args], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_cli(path: str) -> dict:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-c",
-           "import resource, sys, runpy; sys.argv = ['pz-score', *sys.argv[1:]]\n"
-           "try:\n    runpy.run_module('photoz_tools.cli.score', run_name='__main__')\n"
-           "finally:\n    u = resource.getrusage(resource.RUSAGE_SELF)\n"
-           "    print('RSS', u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)", path, "-q"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import resource, sys, runpy; sys.argv = ['pz-score', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('photoz_tools.cli.score', run_name='__main__')\n"
+        "finally:\n    u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "    print('RSS', u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)",
+        path,
+        "-q",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
     rss, cpu = (float(v) for v in res.stderr.split("RSS")[-1].split()[:2])
-    return {"seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": rss / 1024.0,
-            "stdout": res.stdout}
+    return {"seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": rss / 1024.0, "stdout": res.stdout}
 
 
 def main() -> None:
@@ -150,34 +173,49 @@ def main() -> None:
             print(json.dumps(part_make_file(int(a.part[1]), a.part[2])))
         return
 
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+    )
 
     def report(name: str, runs: list[dict], rows: int) -> None:
         secs = statistics.median(r["seconds"] for r in runs)
         cpu = statistics.median(r["cpu_seconds"] for r in runs)
         rss = statistics.median(r["peak_rss_mb"] for r in runs)
         each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
-        print(f"{name}: {rows:,} rows, median wall {secs:.2f} s ({rows / secs:,.0f} rows/s; "
-              f"runs {each} s), median CPU {cpu:.2f} s ({rows / cpu:,.0f} rows/CPU-s), "
-              f"peak RSS median {rss:.0f} MB", flush=True)
+        print(
+            f"{name}: {rows:,} rows, median wall {secs:.2f} s ({rows / secs:,.0f} rows/s; "
+            f"runs {each} s), median CPU {cpu:.2f} s ({rows / cpu:,.0f} rows/CPU-s), "
+            f"peak RSS median {rss:.0f} MB",
+            flush=True,
+        )
 
     n = int(a.point_rows)
     if n:
-        report("point metrics (bias, sigma_MAD, eta)",
-               [run_part(["point", str(n)]) for _ in range(a.repeat)], n)
+        report(
+            "point metrics (bias, sigma_MAD, eta)",
+            [run_part(["point", str(n)]) for _ in range(a.repeat)],
+            n,
+        )
     n = int(a.pdf_rows)
     if n:
-        report(f"PDF metrics (PIT, CRPS, width68, KS, CvM; 180 bins, chunks of {a.chunk:,})",
-               [run_part(["pdf", str(n), str(a.chunk)]) for _ in range(a.repeat)], n)
+        report(
+            f"PDF metrics (PIT, CRPS, width68, KS, CvM; 180 bins, chunks of {a.chunk:,})",
+            [run_part(["pdf", str(n), str(a.chunk)]) for _ in range(a.repeat)],
+            n,
+        )
     n = int(a.e2e_rows)
     if n:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "pred.parquet")
             info = run_part(["make", str(n), path])
             runs = [run_cli(path) for _ in range(a.repeat)]
-            report(f"pz-score end to end (Parquet with pdf, {info['bytes'] / 1e6:.0f} MB, "
-                   "incl. ~0.5 s start-up)", runs, n)
+            report(
+                f"pz-score end to end (Parquet with pdf, {info['bytes'] / 1e6:.0f} MB, "
+                "incl. ~0.5 s start-up)",
+                runs,
+                n,
+            )
 
 
 if __name__ == "__main__":

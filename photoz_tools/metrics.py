@@ -19,8 +19,18 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "residuals", "bias", "sigma_mad", "eta", "point_metrics", "ks_uniform", "cvm_uniform",
-    "pit_flatness", "bin_index", "equal_width_edges", "statistics", "group_rows",
+    "residuals",
+    "bias",
+    "sigma_mad",
+    "eta",
+    "point_metrics",
+    "ks_uniform",
+    "cvm_uniform",
+    "pit_flatness",
+    "bin_index",
+    "equal_width_edges",
+    "statistics",
+    "group_rows",
     "METRIC_NAMES",
 ]
 
@@ -62,8 +72,12 @@ def eta(dz: Any, threshold: float = 0.05) -> float:
 def point_metrics(zphot: Any, zspec: Any, eta_threshold: float = 0.05) -> dict[str, float]:
     """{N, bias, sigma_mad, eta} of one estimator."""
     dz = residuals(zphot, zspec)
-    return {"N": int(dz.size), "bias": bias(dz), "sigma_mad": sigma_mad(dz),
-            "eta": eta(dz, eta_threshold)}
+    return {
+        "N": int(dz.size),
+        "bias": bias(dz),
+        "sigma_mad": sigma_mad(dz),
+        "eta": eta(dz, eta_threshold),
+    }
 
 
 # --------------------------------------------------------------------------- PIT flatness
@@ -134,8 +148,15 @@ def equal_width_edges(x: Any, n: int) -> np.ndarray:
     return np.linspace(lo, hi, n + 1)
 
 
-def statistics(zphot: Any, zspec: Any, *, crps: Any = None, pit: Any = None,
-               width68: Any = None, eta_threshold: float = 0.05) -> dict[str, float]:
+def statistics(
+    zphot: Any,
+    zspec: Any,
+    *,
+    crps: Any = None,
+    pit: Any = None,
+    width68: Any = None,
+    eta_threshold: float = 0.05,
+) -> dict[str, float]:
     """All metrics of one sample: N, bias, sigma_mad, eta, and where PDFs exist mean CRPS,
     PIT flatness (KS, CvM) and mean width68 (NaN where they do not)."""
     row: dict[str, float] = dict(point_metrics(zphot, zspec, eta_threshold))
@@ -150,8 +171,9 @@ def statistics(zphot: Any, zspec: Any, *, crps: Any = None, pit: Any = None,
     return row
 
 
-def group_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str] = METRIC_NAMES
-               ) -> tuple[dict[str, float], dict[str, float]]:
+def group_rows(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str] = METRIC_NAMES
+) -> tuple[dict[str, float], dict[str, float]]:
     """Mean and standard deviation (ddof=1, as for k folds) over per-group metric rows.
 
     N on both rows is the total number of galaxies over the groups.

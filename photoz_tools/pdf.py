@@ -43,10 +43,30 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "Bins", "normalize", "zphot", "zstd", "zmode", "cdf_at", "quantile", "interval", "pit",
-    "crps", "pit_crps", "pit_crps_width", "summarize", "pdf_flags", "SUMMARY_COLUMNS",
-    "FLAG_BAD_INPUT", "FLAG_EDGE_LOW", "FLAG_EDGE_HIGH", "FLAG_MULTIMODAL", "FLAG_BROAD",
-    "FLAG_NAMES", "EDGE_FRACTION", "MODE_FRACTION", "BROAD_WIDTH",
+    "Bins",
+    "normalize",
+    "zphot",
+    "zstd",
+    "zmode",
+    "cdf_at",
+    "quantile",
+    "interval",
+    "pit",
+    "crps",
+    "pit_crps",
+    "pit_crps_width",
+    "summarize",
+    "pdf_flags",
+    "SUMMARY_COLUMNS",
+    "FLAG_BAD_INPUT",
+    "FLAG_EDGE_LOW",
+    "FLAG_EDGE_HIGH",
+    "FLAG_MULTIMODAL",
+    "FLAG_BROAD",
+    "FLAG_NAMES",
+    "EDGE_FRACTION",
+    "MODE_FRACTION",
+    "BROAD_WIDTH",
 ]
 
 FLAG_BAD_INPUT = 1
@@ -54,12 +74,17 @@ FLAG_EDGE_LOW = 2
 FLAG_EDGE_HIGH = 4
 FLAG_MULTIMODAL = 8
 FLAG_BROAD = 16
-FLAG_NAMES = {FLAG_BAD_INPUT: "bad_input", FLAG_EDGE_LOW: "edge_low",
-              FLAG_EDGE_HIGH: "edge_high", FLAG_MULTIMODAL: "multimodal", FLAG_BROAD: "broad"}
+FLAG_NAMES = {
+    FLAG_BAD_INPUT: "bad_input",
+    FLAG_EDGE_LOW: "edge_low",
+    FLAG_EDGE_HIGH: "edge_high",
+    FLAG_MULTIMODAL: "multimodal",
+    FLAG_BROAD: "broad",
+}
 
-EDGE_FRACTION = 0.5   # edge-bin density / peak density that flags a PDF piled at an edge
+EDGE_FRACTION = 0.5  # edge-bin density / peak density that flags a PDF piled at an edge
 MODE_FRACTION = 0.25  # level (fraction of the peak) a secondary peak must reach
-BROAD_WIDTH = 0.05    # width68 above which FLAG_BROAD is set (eta's |dz| threshold, in z)
+BROAD_WIDTH = 0.05  # width68 above which FLAG_BROAD is set (eta's |dz| threshold, in z)
 
 # the columns summarize() returns, in the order pz-predict writes them
 SUMMARY_COLUMNS = ("zphot", "zphot_err", "zmode", "z_lo68", "z_hi68", "width68", "pz_flags")
@@ -140,7 +165,8 @@ class Bins:
         if not isinstance(other, Bins):
             return NotImplemented
         return self.edges.shape == other.edges.shape and bool(
-            np.allclose(self.edges, other.edges, rtol=1e-9, atol=1e-12))
+            np.allclose(self.edges, other.edges, rtol=1e-9, atol=1e-12)
+        )
 
     def __hash__(self) -> int:
         return hash((self.n, round(self.lo, 9), round(self.hi, 9)))
@@ -186,8 +212,13 @@ def _per_row(value: Any, n: int, single: bool) -> np.ndarray:
     return v
 
 
-def _rowwise(pdf: Any, bins: Bins, fn: Callable[..., np.ndarray], *per_row: Any,
-             out_shape: tuple[int, ...] = ()) -> Any:
+def _rowwise(
+    pdf: Any,
+    bins: Bins,
+    fn: Callable[..., np.ndarray],
+    *per_row: Any,
+    out_shape: tuple[int, ...] = (),
+) -> Any:
     """Apply fn(p_normalised_chunk, *per_row_chunks) chunk by chunk; gather (n, *out_shape)."""
     a, single = _as_rows(pdf, bins)
     n = a.shape[0]
@@ -195,7 +226,7 @@ def _rowwise(pdf: Any, bins: Bins, fn: Callable[..., np.ndarray], *per_row: Any,
     out = np.empty((n, *out_shape), dtype=np.float64)
     starts, step = _chunks(n, a.shape[1])
     for s in starts:
-        out[s:s + step] = fn(_norm64(a[s:s + step]), *(e[s:s + step] for e in extras))
+        out[s : s + step] = fn(_norm64(a[s : s + step]), *(e[s : s + step] for e in extras))
     return out[0] if single else out
 
 
@@ -220,7 +251,7 @@ def normalize(pdf: Any) -> np.ndarray:
     out = np.empty(a.shape, dtype=np.float64)
     starts, step = _chunks(a.shape[0], a.shape[1])
     for s in starts:
-        out[s:s + step] = _norm64(a[s:s + step])
+        out[s : s + step] = _norm64(a[s : s + step])
     return out[0] if single else out
 
 
@@ -232,7 +263,7 @@ def zphot(pdf: Any, bins: Bins) -> Any:
 
 def zstd(pdf: Any, bins: Bins) -> Any:
     """Standard deviation of the piecewise-constant PDF (midpoint spread + within-bin w^2/12)."""
-    mid, w2 = bins.midpoints, bins.widths ** 2 / 12.0
+    mid, w2 = bins.midpoints, bins.widths**2 / 12.0
 
     def fn(p: np.ndarray) -> np.ndarray:
         mean = _dot(p, mid)
@@ -271,8 +302,9 @@ def cdf_at(pdf: Any, bins: Bins, z: Any) -> Any:
     return _rowwise(pdf, bins, lambda p, zz: _cdf_block(p, edges, zz), z)
 
 
-def _quantile_block(p: np.ndarray, edges: np.ndarray, q: np.ndarray,
-                    c: np.ndarray | None = None) -> np.ndarray:
+def _quantile_block(
+    p: np.ndarray, edges: np.ndarray, q: np.ndarray, c: np.ndarray | None = None
+) -> np.ndarray:
     """Smallest z with CDF(z) >= q, for a (m,) q per row (c: the edge CDF, if already known)."""
     c = _cum(p) if c is None else c
     nb = p.shape[1]
@@ -314,8 +346,9 @@ def pit(pdf: Any, bins: Bins, z: Any) -> Any:
     return cdf_at(pdf, bins, z)
 
 
-def _crps_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray,
-                c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _crps_block(
+    p: np.ndarray, edges: np.ndarray, z: np.ndarray, c: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(pit, crps) of each row at z, exact for the piecewise-constant PDF."""
     nb = p.shape[1]
     c = _cum(p) if c is None else c
@@ -323,8 +356,11 @@ def _crps_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray,
     w = np.diff(edges)
     # per bin j, with F linear from a to b: int F^2 = w (a^2 + ab + b^2) / 3 = f_j and
     # int (1 - F)^2 = f_j + h_j, h_j = w (1 - a - b). Bins below k add f_j, above f_j + h_j.
-    f_all = (np.einsum("ij,ij,j->i", a, a, w) + np.einsum("ij,ij,j->i", a, b, w)
-             + np.einsum("ij,ij,j->i", b, b, w)) / 3.0
+    f_all = (
+        np.einsum("ij,ij,j->i", a, a, w)
+        + np.einsum("ij,ij,j->i", a, b, w)
+        + np.einsum("ij,ij,j->i", b, b, w)
+    ) / 3.0
     h = a + b
     np.subtract(1.0, h, out=h)
     h *= w
@@ -359,8 +395,9 @@ def crps(pdf: Any, bins: Bins, z: Any) -> Any:
 def pit_crps(pdf: Any, bins: Bins, z: Any) -> tuple[Any, Any]:
     """(pit, crps) in one pass over the PDFs: what scoring needs, at half the cost of two calls."""
     edges = bins.edges
-    both = _rowwise(pdf, bins, lambda p, zz: np.stack(_crps_block(p, edges, zz), axis=1), z,
-                    out_shape=(2,))
+    both = _rowwise(
+        pdf, bins, lambda p, zz: np.stack(_crps_block(p, edges, zz), axis=1), z, out_shape=(2,)
+    )
     return both[..., 0], both[..., 1]
 
 
@@ -412,7 +449,7 @@ def pdf_flags(pdf: Any, bins: Bins, width68: Any = None) -> Any:
     out = np.empty(a.shape[0], dtype=np.uint16)
     starts, step = _chunks(a.shape[0], a.shape[1])
     for s in starts:
-        out[s:s + step] = _flags_block(_norm64(a[s:s + step]), bins.widths, w68[s:s + step])
+        out[s : s + step] = _flags_block(_norm64(a[s : s + step]), bins.widths, w68[s : s + step])
     return out[0] if single else out
 
 
@@ -426,10 +463,10 @@ def summarize(pdf: Any, bins: Bins) -> dict[str, np.ndarray]:
     out = {k: np.empty(n, dtype=np.float32) for k in SUMMARY_COLUMNS[:-1]}
     out["pz_flags"] = np.empty(n, dtype=np.uint16)
     mid, widths, edges = bins.midpoints, bins.widths, bins.edges
-    w2 = widths ** 2 / 12.0
+    w2 = widths**2 / 12.0
     starts, step = _chunks(n, a.shape[1])
     for s in starts:
-        block = a[s:s + step]
+        block = a[s : s + step]
         p = _norm64(block)
         m = len(p)
         mean = _dot(p, mid)

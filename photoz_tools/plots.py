@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 COLORS = ("#1f5fa8", "#d6604d", "#4d9221", "#8e44ad", "#e08214", "#555555")
 
 
-def _binned_mean(x: np.ndarray, y: np.ndarray, edges: np.ndarray, min_n: int = 10
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _binned_mean(
+    x: np.ndarray, y: np.ndarray, edges: np.ndarray, min_n: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres, mean y and its standard error per x bin (bins with < min_n rows are NaN)."""
     k = M.bin_index(x, edges)
     nb = edges.size - 1
@@ -31,14 +32,15 @@ def _binned_mean(x: np.ndarray, y: np.ndarray, edges: np.ndarray, min_n: int = 1
     s2 = np.bincount(k[ok], weights=y[ok] ** 2, minlength=nb)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s / n
-        err = np.sqrt(np.maximum(s2 / n - mean ** 2, 0) / np.maximum(n - 1, 1))
+        err = np.sqrt(np.maximum(s2 / n - mean**2, 0) / np.maximum(n - 1, 1))
     mean[n < min_n] = np.nan
     err[n < min_n] = np.nan
     return 0.5 * (edges[:-1] + edges[1:]), mean, err
 
 
-def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0.05,
-                 dpi: int = 110) -> None:
+def score_figure(
+    data: ScoreData, path: str | PathLike, eta_threshold: float = 0.05, dpi: int = 110
+) -> None:
     """Write the five-panel summary of `data` (all its estimators) to a PNG/PDF/SVG file."""
     import matplotlib
 
@@ -55,23 +57,36 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
 
         raise PzError(f"--plot: {main.name} has no non-null values to plot")
     fig, axes = plt.subplots(2, 3, figsize=(15, 9.2))
-    fig.suptitle(f"pz-score: {data.source}  (truth: {data.truth}, N = {int(ok0.sum()):,})",
-                 fontsize=12)
+    fig.suptitle(
+        f"pz-score: {data.source}  (truth: {data.truth}, N = {int(ok0.sum()):,})", fontsize=12
+    )
 
     # 1. zphot vs zspec density
     ax = axes[0, 0]
     lo = float(min(np.nanmin(zs), np.nanmin(main.zphot[ok0]), data.bins.lo))
     hi = float(max(np.nanmax(zs), np.nanmax(main.zphot[ok0]))) if ok0.any() else data.bins.hi
     hi = min(hi, max(data.bins.hi, float(np.nanpercentile(zs, 99.9))))
-    h = ax.hist2d(zs[ok0], main.zphot[ok0], bins=150, range=[[lo, hi], [lo, hi]],
-                  norm=LogNorm(), cmap="viridis", cmin=1)
+    h = ax.hist2d(
+        zs[ok0],
+        main.zphot[ok0],
+        bins=150,
+        range=[[lo, hi], [lo, hi]],
+        norm=LogNorm(),
+        cmap="viridis",
+        cmin=1,
+    )
     fig.colorbar(h[3], ax=ax, label="galaxies per cell")
     grid = np.linspace(lo, hi, 50)
     ax.plot(grid, grid, "-", color="0.15", lw=0.7)
     for sgn in (-1, 1):
         ax.plot(grid, grid + sgn * eta_threshold * (1 + grid), "--", color="#c0392b", lw=0.9)
-    ax.set(xlabel="zspec", ylabel=f"{main.name}", title=f"{main.name} vs zspec "
-           f"(dashed: |dz| = {eta_threshold:g})", xlim=(lo, hi), ylim=(lo, hi))
+    ax.set(
+        xlabel="zspec",
+        ylabel=f"{main.name}",
+        title=f"{main.name} vs zspec (dashed: |dz| = {eta_threshold:g})",
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+    )
     ax.set_facecolor("#f7f7f7")
 
     # 2. dz histogram with the Gaussian of sigma_MAD and bias
@@ -85,14 +100,25 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
         span = 6 * sig0
         edges = np.linspace(-span, span, 121)
         c = COLORS[i % len(COLORS)]
-        ax.hist(dz, bins=edges, density=True, histtype="step", color=c,
-                lw=1.4, label=f"{est.name}: bias {b:.2e}, $\\sigma_{{MAD}}$ {s:.5f}, "
-                f"$\\eta$ {e:.3g} %")
+        ax.hist(
+            dz,
+            bins=edges,
+            density=True,
+            histtype="step",
+            color=c,
+            lw=1.4,
+            label=f"{est.name}: bias {b:.2e}, $\\sigma_{{MAD}}$ {s:.5f}, $\\eta$ {e:.3g} %",
+        )
         x = np.linspace(-span, span, 400)
-        ax.plot(x, np.exp(-0.5 * ((x - b) / s) ** 2) / (s * np.sqrt(2 * np.pi)), color=c,
-                ls="--", lw=1)
-    ax.set(xlabel="dz = (zphot - zspec) / (1 + zspec)", ylabel="density",
-           title="residuals (dashed: Gaussian of bias, $\\sigma_{MAD}$)", xlim=(-span, span))
+        ax.plot(
+            x, np.exp(-0.5 * ((x - b) / s) ** 2) / (s * np.sqrt(2 * np.pi)), color=c, ls="--", lw=1
+        )
+    ax.set(
+        xlabel="dz = (zphot - zspec) / (1 + zspec)",
+        ylabel="density",
+        title="residuals (dashed: Gaussian of bias, $\\sigma_{MAD}$)",
+        xlim=(-span, span),
+    )
     ax.set_ylim(0, ax.get_ylim()[1] * (1.15 + 0.1 * len(ests)))
     ax.legend(fontsize=8, loc="upper left")
 
@@ -103,17 +129,35 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
         for i, est in with_pdf:
             p = est.pit[np.isfinite(est.zphot) & np.isfinite(est.pit)]
             ks, _ = M.ks_uniform(p)
-            ax.hist(p, bins=40, range=(0, 1), density=True, histtype="step", lw=1.4,
-                    color=COLORS[i % len(COLORS)], label=f"{est.name}: KS {ks:.4f}, "
-                    f"CvM {M.cvm_uniform(p):.3g}")
+            ax.hist(
+                p,
+                bins=40,
+                range=(0, 1),
+                density=True,
+                histtype="step",
+                lw=1.4,
+                color=COLORS[i % len(COLORS)],
+                label=f"{est.name}: KS {ks:.4f}, CvM {M.cvm_uniform(p):.3g}",
+            )
         ax.axhline(1.0, color="k", lw=0.8, ls=":")
         ax.legend(fontsize=8, loc="lower center")
         ax.set_ylim(bottom=0)
     else:
-        ax.text(0.5, 0.5, "no PDF column: no PIT", ha="center", va="center",
-                transform=ax.transAxes, color="0.4")
-    ax.set(xlabel="PIT = CDF(zspec)", ylabel="density", title="PIT (flat = calibrated PDFs)",
-           xlim=(0, 1))
+        ax.text(
+            0.5,
+            0.5,
+            "no PDF column: no PIT",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="0.4",
+        )
+    ax.set(
+        xlabel="PIT = CDF(zspec)",
+        ylabel="density",
+        title="PIT (flat = calibrated PDFs)",
+        xlim=(0, 1),
+    )
 
     # 4, 5. mean dz vs zspec and vs zphot
     edges = np.linspace(lo, hi, 26)
@@ -123,11 +167,23 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
             dz = M.residuals(est.zphot[ok], zs[ok])
             x = zs[ok] if against == "zspec" else est.zphot[ok]
             cx, mean, err = _binned_mean(x, dz, edges)
-            ax.errorbar(cx, mean, yerr=err, marker="o", ms=3, lw=1, capsize=2,
-                        color=COLORS[i % len(COLORS)], label=est.name)
+            ax.errorbar(
+                cx,
+                mean,
+                yerr=err,
+                marker="o",
+                ms=3,
+                lw=1,
+                capsize=2,
+                color=COLORS[i % len(COLORS)],
+                label=est.name,
+            )
         ax.axhline(0, color="k", lw=0.8, ls=":")
-        ax.set(xlabel=against if against == "zspec" else "zphot (each estimator's own)",
-               ylabel="mean dz", title=f"mean dz in bins of {against}")
+        ax.set(
+            xlabel=against if against == "zspec" else "zphot (each estimator's own)",
+            ylabel="mean dz",
+            title=f"mean dz in bins of {against}",
+        )
         ax.legend(fontsize=8)
 
     # 6. counts per zspec bin (context for the binned means)
@@ -137,4 +193,3 @@ def score_figure(data: ScoreData, path: str | PathLike, eta_threshold: float = 0
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
-

@@ -29,8 +29,17 @@ from photoz_tools.errors import PzError, PzUsageError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["score", "collect", "metrics_rows", "rows_to_table", "parse_bins", "parse_list",
-           "ScoreData", "Estimator", "DEDUPE_CHOICES"]
+__all__ = [
+    "score",
+    "collect",
+    "metrics_rows",
+    "rows_to_table",
+    "parse_bins",
+    "parse_list",
+    "ScoreData",
+    "Estimator",
+    "DEDUPE_CHOICES",
+]
 
 DEDUPE_CHOICES = ("error", "first", "last", "all")
 Warn = Callable[[str], None]
@@ -47,7 +56,7 @@ class Estimator:
     name: str
     pdf_column: str | None = None
     width_column: str | None = None
-    from_pdf: bool = False          # zphot computed from the PDF (no zphot column)
+    from_pdf: bool = False  # zphot computed from the PDF (no zphot column)
     zphot: np.ndarray = field(default_factory=lambda: np.empty(0))
     pit: np.ndarray | None = None
     crps: np.ndarray | None = None
@@ -93,12 +102,16 @@ def parse_bins(text: str | int | Sequence[float]) -> int | list[float]:
         try:
             value = int(text)
         except ValueError:
-            raise PzUsageError(f"--bins {text!r}: give a number of bins or edges like "
-                               "0,0.1,0.2") from None
+            raise PzUsageError(
+                f"--bins {text!r}: give a number of bins or edges like 0,0.1,0.2"
+            ) from None
     else:
         try:
-            value = [float(x) for x in parse_list(text)] if isinstance(text, str) else \
-                [float(x) for x in text]
+            value = (
+                [float(x) for x in parse_list(text)]
+                if isinstance(text, str)
+                else [float(x) for x in text]
+            )
         except ValueError:
             raise PzUsageError(f"--bins {text!r}: edges must be numbers, e.g. 0,0.1,0.2") from None
         if len(value) < 2 or any(b <= a for a, b in zip(value, value[1:], strict=False)):
@@ -144,8 +157,10 @@ def _float_column(batch: Any, name: str, src: str, option: str) -> np.ndarray:
 
     arr = column_array(batch, name)
     if arr.ndim != 1 or arr.dtype.kind not in "fiub":
-        raise PzError(f"{src}: column '{name}' ({option}) must hold one number per row, "
-                      f"got {arr.dtype} of shape {arr.shape[1:]}")
+        raise PzError(
+            f"{src}: column '{name}' ({option}) must hold one number per row, "
+            f"got {arr.dtype} of shape {arr.shape[1:]}"
+        )
     return arr.astype(np.float64)
 
 
@@ -227,12 +242,14 @@ def collect(
         for raw in names_req:
             col = _find(names, raw)
             pdf_col = _find(names, "pdf") if raw == "zphot" else _find(names, f"{raw}_pdf")
-            width_col = (_find(names, "width68") if raw == "zphot"
-                         else _find(names, f"{raw}_width68"))
+            width_col = (
+                _find(names, "width68") if raw == "zphot" else _find(names, f"{raw}_width68")
+            )
             if col is None and pdf_col is None:
                 raise _missing(src, "photo-z", raw, names, "name the estimators with --zphot")
-            estimators.append(Estimator(col or raw, pdf_col, None if pdf_col else width_col,
-                                        from_pdf=col is None))
+            estimators.append(
+                Estimator(col or raw, pdf_col, None if pdf_col else width_col, from_pdf=col is None)
+            )
 
         # truth: a column here, or a truth table joined by id
         truth_col = None
@@ -242,15 +259,23 @@ def collect(
         if truth_table is None:
             truth_col = _find(names, truth)
             if truth_col is None:
-                raise _missing(src, "truth", truth, names,
-                               "name it with --truth, or join a catalogue with --truth-table")
+                raise _missing(
+                    src,
+                    "truth",
+                    truth,
+                    names,
+                    "name it with --truth, or join a catalogue with --truth-table",
+                )
         else:
             pid = find_id_column(names, id)
             if pid is None:
-                raise PzError(f"{src}: no id column to join on (looked for "
-                              f"{id or 'objID, specObjID, id'}); name it with --id")
-            lookup, tsrc, extra = _truth_lookup(truth_table, id, pid, truth,
-                                                [c for c in (by, group) if c], names)
+                raise PzError(
+                    f"{src}: no id column to join on (looked for "
+                    f"{id or 'objID, specObjID, id'}); name it with --id"
+                )
+            lookup, tsrc, extra = _truth_lookup(
+                truth_table, id, pid, truth, [c for c in (by, group) if c], names
+            )
         if pid is None and dedupe != "all":
             pid = find_id_column(names, id)
             if id is not None and pid is None:
@@ -261,24 +286,33 @@ def collect(
                 return None
             found = _find(names, col)
             if found is None and col not in extra and col not in ("zspec", truth):
-                raise _missing(src, f"{option}", col, names,
-                               f"name an existing column with {option}")
+                raise _missing(
+                    src, f"{option}", col, names, f"name an existing column with {option}"
+                )
             return found
 
         by_col = locate(by, "--by")
         group_col = locate(group, "--group")
 
         wanted: list[str] = []
-        for c in [truth_col, pid, by_col, group_col,
-                  *[e.name for e in estimators if not e.from_pdf],
-                  *[e.pdf_column for e in estimators], *[e.width_column for e in estimators]]:
+        for c in [
+            truth_col,
+            pid,
+            by_col,
+            group_col,
+            *[e.name for e in estimators if not e.from_pdf],
+            *[e.pdf_column for e in estimators],
+            *[e.width_column for e in estimators],
+        ]:
             if c and c not in wanted:
                 wanted.append(c)
 
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("zspec", "id", "by", "group",
-                                                              "matched")}
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("zspec", "id", "by", "group", "matched")
+        }
         est_parts: list[dict[str, list[np.ndarray]]] = [
-            {"zphot": [], "pit": [], "crps": [], "width68": []} for _ in estimators]
+            {"zphot": [], "pit": [], "crps": [], "width68": []} for _ in estimators
+        ]
         for batch in reader.iter_batches(batch_rows, columns=wanted):
             n = batch.num_rows
             if n == 0:
@@ -308,16 +342,19 @@ def collect(
                 if est.pdf_column:
                     pdf = _pdf_array(batch, est.pdf_column)
                     if pdf.ndim != 2 or pdf.shape[1] != bins.n:
-                        raise PzError(f"{src}: column '{est.pdf_column}' has cells of shape "
-                                      f"{pdf.shape[1:]} but the bin edges define {bins.n} bins")
+                        raise PzError(
+                            f"{src}: column '{est.pdf_column}' has cells of shape "
+                            f"{pdf.shape[1:]} but the bin edges define {bins.n} bins"
+                        )
                     pit, crps, width = P.pit_crps_width(pdf, bins, zs)
                     ep["pit"].append(pit.astype(np.float32))
                     ep["crps"].append(crps.astype(np.float32))
                     ep["width68"].append(width.astype(np.float32))
                     zp = P.zphot(pdf, bins) if est.from_pdf else None
                 elif est.width_column:
-                    ep["width68"].append(_float_column(batch, est.width_column, src,
-                                                       "width68").astype(np.float32))
+                    ep["width68"].append(
+                        _float_column(batch, est.width_column, src, "width68").astype(np.float32)
+                    )
                     zp = None
                 else:
                     zp = None
@@ -342,12 +379,22 @@ def collect(
             est.pit, est.crps = cat(ep["pit"]), cat(ep["crps"])
         if ep["width68"]:
             est.width68 = cat(ep["width68"])
-    data = ScoreData(src, truth, zspec, estimators, bins,
-                     by=cat(parts["by"]) if by else None, by_name=by,
-                     group=cat(parts["group"]) if group else None, group_name=group)
+    data = ScoreData(
+        src,
+        truth,
+        zspec,
+        estimators,
+        bins,
+        by=cat(parts["by"]) if by else None,
+        by_name=by,
+        group=cat(parts["group"]) if group else None,
+        group_name=group,
+    )
     if data.by is not None and data.by.dtype.kind not in "fiub":
-        raise PzError(f"{src}: --by {by}: column holds {data.by.dtype} values; "
-                      "--by needs a numeric column (use --group for labels)")
+        raise PzError(
+            f"{src}: --by {by}: column holds {data.by.dtype} values; "
+            "--by needs a numeric column (use --group for labels)"
+        )
 
     keep = np.ones(n_rows, dtype=bool)
     # duplicate ids (the reference CSV repeats 139 specObjIDs)
@@ -356,22 +403,28 @@ def collect(
         first = _dedupe_keep(ids, dedupe, src, pid)
         if first is not None:
             keep &= first
-            warn(f"{src}: {_n((~first).sum(), 'row')} with a repeated {pid} dropped "
-                 f"(--dedupe {dedupe})")
+            warn(
+                f"{src}: {_n((~first).sum(), 'row')} with a repeated {pid} dropped "
+                f"(--dedupe {dedupe})"
+            )
     if lookup is not None:
         matched = cat(parts["matched"])
         unmatched = int((~matched & keep).sum())
         if unmatched == int(keep.sum()):
             raise PzError(f"{src}: no {pid} matches a row of {tsrc}; check --id")
         if unmatched:
-            warn(f"{src}: {_n(unmatched, 'row')} {_has(unmatched)} no {pid} in {tsrc}; "
-                 "scored without them")
+            warn(
+                f"{src}: {_n(unmatched, 'row')} {_has(unmatched)} no {pid} in {tsrc}; "
+                "scored without them"
+            )
         keep &= matched
     bad = keep & ~np.isfinite(zspec)
     if bad.any():
         if not drop_nan:
-            raise PzError(f"{src}: {_n(bad.sum(), 'row')} {_has(bad.sum())} NaN/inf truth in "
-                          f"column '{truth}'; pass --drop-nan to drop them")
+            raise PzError(
+                f"{src}: {_n(bad.sum(), 'row')} {_has(bad.sum())} NaN/inf truth in "
+                f"column '{truth}'; pass --drop-nan to drop them"
+            )
         warn(f"{src}: {_n(bad.sum(), 'row')} with NaN/inf truth '{truth}' dropped (--drop-nan)")
         keep &= ~bad
     if not keep.all():
@@ -379,8 +432,10 @@ def collect(
     for est in data.estimators:
         null = int((~np.isfinite(est.zphot)).sum())
         if null:
-            warn(f"{src}: {_n(null, 'row')} with null {est.name} (flagged predictions) "
-                 "excluded from its scores")
+            warn(
+                f"{src}: {_n(null, 'row')} with null {est.name} (flagged predictions) "
+                "excluded from its scores"
+            )
     return data
 
 
@@ -417,9 +472,11 @@ def _dedupe_keep(ids: np.ndarray, how: str, src: str, col: str) -> np.ndarray | 
     ndup = int(np.unique(s[1:][same]).size)
     if how == "error":
         example = s[1:][same][0]
-        raise PzError(f"{src}: {ndup} values of {col} occur more than once (e.g. {example}); "
-                      "pass --dedupe first (or last) to keep one row of each, or --dedupe all "
-                      "to score every row")
+        raise PzError(
+            f"{src}: {ndup} values of {col} occur more than once (e.g. {example}); "
+            "pass --dedupe first (or last) to keep one row of each, or --dedupe all "
+            "to score every row"
+        )
     keep = np.ones(ids.size, dtype=bool)
     if how == "first":  # drop every sorted element equal to its predecessor (stable: later rows)
         keep[order[1:][same]] = False
@@ -428,8 +485,14 @@ def _dedupe_keep(ids: np.ndarray, how: str, src: str, col: str) -> np.ndarray | 
     return keep
 
 
-def _truth_lookup(truth_table: Any, id: str | None, pred_id: str, truth: str,
-                  extras: list[str], pred_names: list[str]):
+def _truth_lookup(
+    truth_table: Any,
+    id: str | None,
+    pred_id: str,
+    truth: str,
+    extras: list[str],
+    pred_names: list[str],
+):
     """Read the truth table (id, truth and --by/--group columns the predictions lack)."""
     from photoz_tools.tables import column_array, find_id_column, open_table
 
@@ -438,8 +501,10 @@ def _truth_lookup(truth_table: Any, id: str | None, pred_id: str, truth: str,
         tnames = list(tr.column_names)
         tid = find_id_column(tnames, id or pred_id)
         if tid is None:
-            raise PzError(f"{tsrc}: no id column '{id or pred_id}' to join on "
-                          f"(columns: {', '.join(tnames[:40])}); name it with --id")
+            raise PzError(
+                f"{tsrc}: no id column '{id or pred_id}' to join on "
+                f"(columns: {', '.join(tnames[:40])}); name it with --id"
+            )
         tcol = _find(tnames, truth)
         if tcol is None:
             raise _missing(tsrc, "truth", truth, tnames, "name it with --truth")
@@ -453,9 +518,11 @@ def _truth_lookup(truth_table: Any, id: str | None, pred_id: str, truth: str,
     sorted_ids = tids[order]
     dup = sorted_ids[1:] == sorted_ids[:-1]
     if dup.any():
-        raise PzError(f"{tsrc}: {int(np.unique(sorted_ids[1:][dup]).size)} values of {tid} "
-                      f"occur more than once (e.g. {sorted_ids[1:][dup][0]}); a truth table "
-                      "needs unique ids")
+        raise PzError(
+            f"{tsrc}: {int(np.unique(sorted_ids[1:][dup]).size)} values of {tid} "
+            f"occur more than once (e.g. {sorted_ids[1:][dup][0]}); a truth table "
+            "needs unique ids"
+        )
 
     def lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = _ids_compatible(np.asarray(ids), sorted_ids)
@@ -475,8 +542,12 @@ def _truth_lookup(truth_table: Any, id: str | None, pred_id: str, truth: str,
 def _labels(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sorted unique group labels and each row's label index."""
     uniq, inv = np.unique(values, return_inverse=True)
-    fmt = [str(int(u)) if isinstance(u, float | np.floating) and float(u).is_integer()
-           else (u.decode() if isinstance(u, bytes) else str(u)) for u in uniq.tolist()]
+    fmt = [
+        str(int(u))
+        if isinstance(u, float | np.floating) and float(u).is_integer()
+        else (u.decode() if isinstance(u, bytes) else str(u))
+        for u in uniq.tolist()
+    ]
     return fmt, inv.reshape(-1)
 
 
@@ -493,17 +564,23 @@ def metrics_rows(
     edges = None
     if data.by is not None:
         spec = 10 if bins is None else bins
-        edges = (M.equal_width_edges(data.by, spec) if isinstance(spec, int)
-                 else np.asarray(spec, dtype=np.float64))
+        edges = (
+            M.equal_width_edges(data.by, spec)
+            if isinstance(spec, int)
+            else np.asarray(spec, dtype=np.float64)
+        )
         bin_of = M.bin_index(data.by, edges)
         outside = int((bin_of < 0).sum())
         if outside:
-            warn(f"{_n(outside, 'row')} with {data.by_name} outside the --bins edges "
-                 f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows")
+            warn(
+                f"{_n(outside, 'row')} with {data.by_name} outside the --bins edges "
+                f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows"
+            )
     if data.group is not None:
         glabels, gidx = _labels(data.group)
-    levels: list[float | None] = ([0.0, *dict.fromkeys(d for d in drop_widest if d)]
-                                  if drop_widest else [None])
+    levels: list[float | None] = (
+        [0.0, *dict.fromkeys(d for d in drop_widest if d)] if drop_widest else [None]
+    )
     rows: list[dict[str, Any]] = []
     for est in data.estimators:
         valid = np.isfinite(est.zphot)
@@ -524,17 +601,29 @@ def metrics_rows(
                 head["drop_widest"] = level
             cells = [(head, sel)]
             if edges is not None:
-                cells = [({**head, "by": data.by_name, "by_lo": float(edges[b]),
-                           "by_hi": float(edges[b + 1])}, sel & (bin_of == b))
-                         for b in range(edges.size - 1)]
+                cells = [
+                    (
+                        {
+                            **head,
+                            "by": data.by_name,
+                            "by_lo": float(edges[b]),
+                            "by_hi": float(edges[b + 1]),
+                        },
+                        sel & (bin_of == b),
+                    )
+                    for b in range(edges.size - 1)
+                ]
             for chead, mask in cells:
                 if data.group is None:
                     rows.append({**chead, **_stats(data, est, mask, eta_threshold)})
                     continue
                 per = []
                 for g, label in enumerate(glabels):
-                    r = {**chead, "group": label, **_stats(data, est, mask & (gidx == g),
-                                                           eta_threshold)}
+                    r = {
+                        **chead,
+                        "group": label,
+                        **_stats(data, est, mask & (gidx == g), eta_threshold),
+                    }
                     per.append(r)
                 rows.extend(per)
                 mean, std = M.group_rows([r for r in per if r["N"] > 0])
@@ -543,8 +632,9 @@ def metrics_rows(
     return rows
 
 
-def _stats(data: ScoreData, est: Estimator, mask: np.ndarray, eta_threshold: float
-           ) -> dict[str, Any]:
+def _stats(
+    data: ScoreData, est: Estimator, mask: np.ndarray, eta_threshold: float
+) -> dict[str, Any]:
     zp, zs = est.zphot[mask], data.zspec[mask]
     crps = pit = width = None
     if est.has_pdf:
@@ -587,10 +677,13 @@ def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = 
         elif k == "N":
             arrays.append(pa.array([int(v) for v in vals], pa.int64()))
         else:
-            arrays.append(pa.array([math.nan if v is None else float(v) for v in vals],
-                                   pa.float64()))
-    fields = [pa.field(k, a.type, metadata={"description": COLUMN_DOCS[k]})
-              for k, a in zip(keys, arrays, strict=True)]
+            arrays.append(
+                pa.array([math.nan if v is None else float(v) for v in vals], pa.float64())
+            )
+    fields = [
+        pa.field(k, a.type, metadata={"description": COLUMN_DOCS[k]})
+        for k, a in zip(keys, arrays, strict=True)
+    ]
     schema = pa.schema(fields, metadata=metadata)
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -627,15 +720,27 @@ def score(
     if spec is not None and by is None:
         raise PzUsageError("--bins needs --by COLUMN")
     drops = parse_drop_widest(drop_widest)
-    data = collect(source, truth=truth, zphot=zphot, truth_table=truth_table, id=id, by=by,
-                   group=group, dedupe=dedupe, drop_nan=drop_nan, batch_rows=batch_rows,
-                   warn=warn)
-    rows = metrics_rows(data, eta_threshold=eta_threshold, bins=spec, drop_widest=drops,
-                        warn=warn)
+    data = collect(
+        source,
+        truth=truth,
+        zphot=zphot,
+        truth_table=truth_table,
+        id=id,
+        by=by,
+        group=group,
+        dedupe=dedupe,
+        drop_nan=drop_nan,
+        batch_rows=batch_rows,
+        warn=warn,
+    )
+    rows = metrics_rows(data, eta_threshold=eta_threshold, bins=spec, drop_widest=drops, warn=warn)
     if plot:
         from photoz_tools.plots import score_figure
 
         score_figure(data, plot, eta_threshold=eta_threshold)
-    meta = {"pz_score_source": str(data.source), "pz_score_truth": truth,
-            "pz_score_eta_threshold": repr(eta_threshold)}
+    meta = {
+        "pz_score_source": str(data.source),
+        "pz_score_truth": truth,
+        "pz_score_eta_threshold": repr(eta_threshold),
+    }
     return rows_to_table(rows, meta)

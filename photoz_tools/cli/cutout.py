@@ -52,35 +52,83 @@ app = make_app("pz-cutout", HELP)
 @app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
     catalog: InputArg = "-",
-    output: Annotated[str, typer.Option("-o", "--output", help="Output table (written "
-                                        "atomically; resumable); '-' is stdout.")] = "-",
-    frames: Annotated[str | None, typer.Option("--frames", metavar="DIR", help="Folder of "
-                      "frame files (any layout, compressed or not): no network.")] = None,
-    frame_index: Annotated[str | None, typer.Option("--frame-index", metavar="FILE",
-                           help="Frames table from 'pz-query frames' (run, rerun, camcol, "
-                           "field, ra_min, ra_max, dec_min, dec_max).")] = None,
-    sas_url: Annotated[str | None, typer.Option("--sas-url", help="SAS photoObj base URL "
-                       "\\[default: https://data.sdss.org/sas/dr12/boss/photoObj].")] = None,
-    cache: Annotated[str | None, typer.Option("--cache", metavar="DIR", help="Frame cache "
-                     "\\[default: $PZ_CACHE or ~/.cache/photoz-tools].")] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o", "--output", help="Output table (written atomically; resumable); '-' is stdout."
+        ),
+    ] = "-",
+    frames: Annotated[
+        str | None,
+        typer.Option(
+            "--frames",
+            metavar="DIR",
+            help="Folder of frame files (any layout, compressed or not): no network.",
+        ),
+    ] = None,
+    frame_index: Annotated[
+        str | None,
+        typer.Option(
+            "--frame-index",
+            metavar="FILE",
+            help="Frames table from 'pz-query frames' (run, rerun, camcol, "
+            "field, ra_min, ra_max, dec_min, dec_max).",
+        ),
+    ] = None,
+    sas_url: Annotated[
+        str | None,
+        typer.Option(
+            "--sas-url",
+            help="SAS photoObj base URL \\[default: https://data.sdss.org/sas/dr12/boss/photoObj].",
+        ),
+    ] = None,
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            "--cache",
+            metavar="DIR",
+            help="Frame cache \\[default: $PZ_CACHE or ~/.cache/photoz-tools].",
+        ),
+    ] = None,
     ra: Annotated[str, typer.Option("--ra", help="RA column (deg).")] = "ra",
     dec: Annotated[str, typer.Option("--dec", help="Dec column (deg).")] = "dec",
-    id: Annotated[str | None, typer.Option("--id", help="Id column \\[default: first of objID, "
-                  "specObjID, id].")] = None,
-    resampler: Annotated[str, typer.Option("--resampler", help="native (numpy Lanczos-3, "
-                         "SWarp's conventions) or swarp (runs SWarp per galaxy).")] = "native",
-    fill: Annotated[str, typer.Option("--fill", help="Value of uncovered pixels: zero or "
-                    "nan (always flagged).")] = "zero",
-    workers: Annotated[int | None, typer.Option("-j", "--workers", help="Processes "
-                       "\\[default: all cores; twice that when fetching from the SAS].")] = None,
-    preview: Annotated[str | None, typer.Option("--preview", metavar="FILE.png", help="Grid "
-                       "of Lupton RGB (g, r, i) composites of the first cutouts.")] = None,
-    preview_count: Annotated[int, typer.Option("--preview-count", help="Cutouts in the "
-                             "preview grid.")] = 16,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per output "
-                          "batch.")] = 1024,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start afresh, ignoring "
-                         "OUTPUT.partial/.")] = False,
+    id: Annotated[
+        str | None,
+        typer.Option("--id", help="Id column \\[default: first of objID, specObjID, id]."),
+    ] = None,
+    resampler: Annotated[
+        str,
+        typer.Option(
+            "--resampler",
+            help="native (numpy Lanczos-3, SWarp's conventions) or swarp (runs SWarp per galaxy).",
+        ),
+    ] = "native",
+    fill: Annotated[
+        str, typer.Option("--fill", help="Value of uncovered pixels: zero or nan (always flagged).")
+    ] = "zero",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "-j",
+            "--workers",
+            help="Processes \\[default: all cores; twice that when fetching from the SAS].",
+        ),
+    ] = None,
+    preview: Annotated[
+        str | None,
+        typer.Option(
+            "--preview",
+            metavar="FILE.png",
+            help="Grid of Lupton RGB (g, r, i) composites of the first cutouts.",
+        ),
+    ] = None,
+    preview_count: Annotated[
+        int, typer.Option("--preview-count", help="Cutouts in the preview grid.")
+    ] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per output batch.")] = 1024,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Start afresh, ignoring OUTPUT.partial/.")
+    ] = False,
     format: FormatOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -93,11 +141,28 @@ def main_command(
 
         shutil.rmtree(f"{output}.partial", ignore_errors=True)
     with progress("cutouts", unit="rows") as bar:
-        cutout(catalog, output, frames=frames, frame_index=frame_index, sas_url=sas_url,
-               cache=cache, ra=ra, dec=dec, id=id, resampler=resampler, workers=workers,
-               fill=fill, batch_rows=batch_size, format=format, preview=preview,
-               preview_count=preview_count, command_line=command_line(), log=log, warn=warn,
-               progress=bar)
+        cutout(
+            catalog,
+            output,
+            frames=frames,
+            frame_index=frame_index,
+            sas_url=sas_url,
+            cache=cache,
+            ra=ra,
+            dec=dec,
+            id=id,
+            resampler=resampler,
+            workers=workers,
+            fill=fill,
+            batch_rows=batch_size,
+            format=format,
+            preview=preview,
+            preview_count=preview_count,
+            command_line=command_line(),
+            log=log,
+            warn=warn,
+            progress=bar,
+        )
     if preview:
         log(f"preview written to {preview}")
 

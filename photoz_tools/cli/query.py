@@ -79,7 +79,6 @@ FRAMES_EXAMPLES = """\
 """
 
 
-
 def _wrap(text: str) -> str:
     """Paragraphs refilled to 76 columns: rich keeps the source's line breaks."""
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
@@ -95,42 +94,66 @@ app = make_app("pz-query", HELP)
 ReleaseOpt = Annotated[int, typer.Option("--release", help="SDSS data release (DR number).")]
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", help="SkyServer base URL (default: $PZ_SKYSERVER_URL, else "
-                 "https://skyserver.sdss.org).", show_default=False),
+    typer.Option(
+        "--url",
+        help="SkyServer base URL (default: $PZ_SKYSERVER_URL, else https://skyserver.sdss.org).",
+        show_default=False,
+    ),
 ]
 BoxOpt = Annotated[
     str | None,
-    typer.Option("--box", help="Sky box RA_MIN,RA_MAX,DEC_MIN,DEC_MAX in degrees "
-                 "(RA_MIN > RA_MAX wraps through 0).", show_default=False),
+    typer.Option(
+        "--box",
+        help="Sky box RA_MIN,RA_MAX,DEC_MIN,DEC_MAX in degrees (RA_MIN > RA_MAX wraps through 0).",
+        show_default=False,
+    ),
 ]
-RaMinOpt = Annotated[float | None, typer.Option("--ra-min", help="Box: lowest RA (deg).",
-                                                show_default=False)]
-RaMaxOpt = Annotated[float | None, typer.Option("--ra-max", help="Box: highest RA (deg).",
-                                                show_default=False)]
-DecMinOpt = Annotated[float | None, typer.Option("--dec-min", help="Box: lowest Dec (deg).",
-                                                 show_default=False)]
-DecMaxOpt = Annotated[float | None, typer.Option("--dec-max", help="Box: highest Dec (deg).",
-                                                 show_default=False)]
+RaMinOpt = Annotated[
+    float | None, typer.Option("--ra-min", help="Box: lowest RA (deg).", show_default=False)
+]
+RaMaxOpt = Annotated[
+    float | None, typer.Option("--ra-max", help="Box: highest RA (deg).", show_default=False)
+]
+DecMinOpt = Annotated[
+    float | None, typer.Option("--dec-min", help="Box: lowest Dec (deg).", show_default=False)
+]
+DecMaxOpt = Annotated[
+    float | None, typer.Option("--dec-max", help="Box: highest Dec (deg).", show_default=False)
+]
 PageOpt = Annotated[int, typer.Option("--page-size", help="Rows per request (keyset paging).")]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failed request.")]
-BackoffOpt = Annotated[float, typer.Option(
-    "--backoff", help="Seconds before the first retry; doubled at each retry (max 120 s).")]
+BackoffOpt = Annotated[
+    float,
+    typer.Option(
+        "--backoff", help="Seconds before the first retry; doubled at each retry (max 120 s)."
+    ),
+]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer.")]
 SpoolOpt = Annotated[
     str | None,
-    typer.Option("--spool", help="Resume folder for the pages (default: a folder named by the "
-                 "query's hash in $PZ_QUERY_SPOOL, else ~/.cache/photoz-tools/query).",
-                 show_default=False),
+    typer.Option(
+        "--spool",
+        help="Resume folder for the pages (default: a folder named by the "
+        "query's hash in $PZ_QUERY_SPOOL, else ~/.cache/photoz-tools/query).",
+        show_default=False,
+    ),
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore pages left by an interrupted run.")]
-KeepOpt = Annotated[bool, typer.Option("--keep-spool",
-                                       help="Keep the resume folder after success.")]
-ShowSqlOpt = Annotated[bool, typer.Option(
-    "--show-sql", help="Print the SQL of the first page on stdout and exit.")]
+KeepOpt = Annotated[
+    bool, typer.Option("--keep-spool", help="Keep the resume folder after success.")
+]
+ShowSqlOpt = Annotated[
+    bool, typer.Option("--show-sql", help="Print the SQL of the first page on stdout and exit.")
+]
 
 
-def _box(box: str | None, ra_min: float | None, ra_max: float | None, dec_min: float | None,
-         dec_max: float | None) -> Any:
+def _box(
+    box: str | None,
+    ra_min: float | None,
+    ra_max: float | None,
+    dec_min: float | None,
+    dec_max: float | None,
+) -> Any:
     from photoz_tools.sdss.queries import Box
 
     parts = (ra_min, ra_max, dec_min, dec_max)
@@ -140,27 +163,41 @@ def _box(box: str | None, ra_min: float | None, ra_max: float | None, dec_min: f
         if box is not None:
             return Box.parse(box)
         if any(p is not None for p in parts):
-            return Box(0.0 if ra_min is None else ra_min, 360.0 if ra_max is None else ra_max,
-                       -90.0 if dec_min is None else dec_min, 90.0 if dec_max is None else dec_max)
+            return Box(
+                0.0 if ra_min is None else ra_min,
+                360.0 if ra_max is None else ra_max,
+                -90.0 if dec_min is None else dec_min,
+                90.0 if dec_max is None else dec_max,
+            )
     except ValueError as exc:
         raise PzUsageError(str(exc)) from None
     return None
 
 
-def _run_and_write(job: Any, output: str, format: str | None, fresh: bool, keep_spool: bool,
-                   total: int | None, finish: Any = None) -> None:
+def _run_and_write(
+    job: Any,
+    output: str,
+    format: str | None,
+    fresh: bool,
+    keep_spool: bool,
+    total: int | None,
+    finish: Any = None,
+) -> None:
     """Fetch (resuming), then write the pages as one table; the spool goes once written."""
     from photoz_tools.tables import TableWriter, provenance_metadata, write_table
 
-    log(f"querying {job.client.query_url} (DR{job.client.release}), pages of "
-        f"{job.page_size:,} rows")
+    log(
+        f"querying {job.client.query_url} (DR{job.client.release}), pages of {job.page_size:,} rows"
+    )
     try:
         with progress("SkyServer", total=total, unit="rows") as bar:
             rows = job.fetch(fresh=fresh, log=log, on_rows=lambda n: bar.update(completed=n))
     except PzError as exc:
         if job.spool.exists() and any(job.spool.glob("*.parquet")):
-            raise PzError(f"{exc}; the pages fetched so far are kept in {job.spool}: rerun the "
-                          "same command to resume") from None
+            raise PzError(
+                f"{exc}; the pages fetched so far are kept in {job.spool}: rerun the "
+                "same command to resume"
+            ) from None
         raise
     provenance = provenance_metadata(command_line(), [job.client.query_url])
     if finish is not None:  # a whole-table step (deduplication): small tables only
@@ -171,12 +208,15 @@ def _run_and_write(job: Any, output: str, format: str | None, fresh: bool, keep_
     else:  # page by page: memory bounded by a page
         schema = job.schema()
         meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-        with TableWriter(output, schema, format=format, metadata=meta,
-                         provenance=provenance) as writer:
+        with TableWriter(
+            output, schema, format=format, metadata=meta, provenance=provenance
+        ) as writer:
             for page in job.iter_tables():
                 writer.write(page)
-    log(f"{rows:,} rows, {job.requests} request{'s' if job.requests != 1 else ''}"
-        + ("" if output == "-" else f" -> {output}"))
+    log(
+        f"{rows:,} rows, {job.requests} request{'s' if job.requests != 1 else ''}"
+        + ("" if output == "-" else f" -> {output}")
+    )
     if not keep_spool:
         job.cleanup()
 
@@ -196,30 +236,48 @@ def query_cmd(
     ctx: typer.Context,
     output: OutputOpt = "-",
     format: FormatOpt = None,
-    sql: Annotated[str | None, typer.Option(
-        "--sql", help="Run the SQL in this file ('-': stdin) instead of the MGS selection (one "
-        "request, no paging; -- and /* */ comments allowed).", show_default=False)] = None,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            "--sql",
+            help="Run the SQL in this file ('-': stdin) instead of the MGS selection (one "
+            "request, no paging; -- and /* */ comments allowed).",
+            show_default=False,
+        ),
+    ] = None,
     release: ReleaseOpt = 12,
     url: UrlOpt = None,
-    r_max: Annotated[float, typer.Option("--r-max", help="Dereddened Petrosian r <= this.")]
-    = 17.8,
-    r_min: Annotated[float | None, typer.Option(
-        "--r-min", help="Dereddened Petrosian r >= this.", show_default=False)] = None,
+    r_max: Annotated[float, typer.Option("--r-max", help="Dereddened Petrosian r <= this.")] = 17.8,
+    r_min: Annotated[
+        float | None,
+        typer.Option("--r-min", help="Dereddened Petrosian r >= this.", show_default=False),
+    ] = None,
     z_min: Annotated[float, typer.Option("--z-min", help="Spectroscopic z > this.")] = 0.0,
     z_max: Annotated[float, typer.Option("--z-max", help="Spectroscopic z <= this.")] = 0.4,
-    primtarget_min: Annotated[int, typer.Option(
-        "--primtarget-min", help="galSpecInfo.primtarget >= this (64: MGS targets).")] = 64,
-    where: Annotated[list[str] | None, typer.Option(
-        "--where", help="An extra SQL condition on the aliases s (SpecObjAll), p (PhotoObjAll), "
-        "pz (Photoz), g (galSpecInfo); repeatable.", show_default=False)] = None,
+    primtarget_min: Annotated[
+        int,
+        typer.Option("--primtarget-min", help="galSpecInfo.primtarget >= this (64: MGS targets)."),
+    ] = 64,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            help="An extra SQL condition on the aliases s (SpecObjAll), p (PhotoObjAll), "
+            "pz (Photoz), g (galSpecInfo); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     box: BoxOpt = None,
     ra_min: RaMinOpt = None,
     ra_max: RaMaxOpt = None,
     dec_min: DecMinOpt = None,
     dec_max: DecMaxOpt = None,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", help="At most this many rows (lowest specObjIDs).", show_default=False)]
-    = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", help="At most this many rows (lowest specObjIDs).", show_default=False
+        ),
+    ] = None,
     page_size: PageOpt = 50_000,
     retries: RetriesOpt = 5,
     backoff: BackoffOpt = 2.0,
@@ -239,26 +297,51 @@ def query_cmd(
     skybox = _box(box, ra_min, ra_max, dec_min, dec_max)
     text = None
     if sql is not None:
-        defaults = {"--r-max": r_max == 17.8, "--r-min": r_min is None, "--z-min": z_min == 0.0,
-                    "--z-max": z_max == 0.4, "--primtarget-min": primtarget_min == 64,
-                    "--where": not where, "--box/--ra-min...": skybox is None,
-                    "--limit": limit is None}
+        defaults = {
+            "--r-max": r_max == 17.8,
+            "--r-min": r_min is None,
+            "--z-min": z_min == 0.0,
+            "--z-max": z_max == 0.4,
+            "--primtarget-min": primtarget_min == 64,
+            "--where": not where,
+            "--box/--ra-min...": skybox is None,
+            "--limit": limit is None,
+        }
         clash = [k for k, is_default in defaults.items() if not is_default]
         if clash:
-            raise PzUsageError(f"--sql runs the file as it is: {', '.join(clash)} apply only to "
-                               "the MGS selection")
+            raise PzUsageError(
+                f"--sql runs the file as it is: {', '.join(clash)} apply only to the MGS selection"
+            )
         text = _read_sql(sql)
         if not text.strip():
             raise PzError(f"--sql {sql}: the file is empty")
     if retries < 0 or backoff < 0 or timeout <= 0:
         raise PzUsageError("--retries and --backoff must be >= 0, --timeout > 0")
-    job = plan_query(text, release=release, url=url, r_max=r_max, r_min=r_min, z_min=z_min,
-                     z_max=z_max, primtarget_min=primtarget_min, where=where, box=skybox,
-                     limit=limit, page_size=page_size, retries=retries, backoff=backoff,
-                     timeout=timeout, spool=spool, log=log)
+    job = plan_query(
+        text,
+        release=release,
+        url=url,
+        r_max=r_max,
+        r_min=r_min,
+        z_min=z_min,
+        z_max=z_max,
+        primtarget_min=primtarget_min,
+        where=where,
+        box=skybox,
+        limit=limit,
+        page_size=page_size,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        spool=spool,
+        log=log,
+    )
     if show_sql:
-        first = text if text is not None else job.parts[0].build(min(page_size, limit or
-                                                                     page_size), None)
+        first = (
+            text
+            if text is not None
+            else job.parts[0].build(min(page_size, limit or page_size), None)
+        )
         print(first)
         return
     _run_and_write(job, output, format, fresh, keep_spool, limit)
@@ -267,8 +350,9 @@ def query_cmd(
 # --------------------------------------------------------------------------- pz-query frames
 
 
-def _catalog_boxes(catalog: str, ra_col: str, dec_col: str, cell: float,
-                   margin: float) -> tuple[list, int]:
+def _catalog_boxes(
+    catalog: str, ra_col: str, dec_col: str, cell: float, margin: float
+) -> tuple[list, int]:
     from photoz_tools.sdss.query import boxes_from_cells, cover_cells
     from photoz_tools.tables import column_array, open_table
 
@@ -279,8 +363,10 @@ def _catalog_boxes(catalog: str, ra_col: str, dec_col: str, cell: float,
         cols = []
         for want, opt in ((ra_col, "--ra-col"), (dec_col, "--dec-col")):
             if want.lower() not in names:
-                raise PzError(f"{reader.name}: no column '{want}' ({opt}); columns: "
-                              + ", ".join(reader.column_names[:30]))
+                raise PzError(
+                    f"{reader.name}: no column '{want}' ({opt}); columns: "
+                    + ", ".join(reader.column_names[:30])
+                )
             cols.append(names[want.lower()])
         for batch in reader.iter_batches(columns=cols):
             cells |= cover_cells(column_array(batch, cols[0]), column_array(batch, cols[1]), cell)
@@ -293,9 +379,14 @@ def _catalog_boxes(catalog: str, ra_col: str, dec_col: str, cell: float,
 
 @app.command("frames", help=FRAMES_HELP, epilog=FRAMES_EXAMPLES)
 def frames_cmd(
-    catalog: Annotated[str | None, typer.Argument(
-        help="Catalogue whose positions the frames must cover ('-': stdin; the default when "
-        "no box is given).", show_default=False)] = None,
+    catalog: Annotated[
+        str | None,
+        typer.Argument(
+            help="Catalogue whose positions the frames must cover ('-': stdin; the default when "
+            "no box is given).",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOpt = "-",
     format: FormatOpt = None,
     box: BoxOpt = None,
@@ -305,11 +396,19 @@ def frames_cmd(
     dec_max: DecMaxOpt = None,
     ra_col: Annotated[str, typer.Option("--ra-col", help="RA column of CATALOG.")] = "ra",
     dec_col: Annotated[str, typer.Option("--dec-col", help="Dec column of CATALOG.")] = "dec",
-    cell: Annotated[float, typer.Option(
-        "--cell", help="Cell size (deg) gathering CATALOG's positions into query boxes.")] = 1.0,
-    margin: Annotated[float, typer.Option(
-        "--margin", help="Arcsec added around the box or cells (>= a cutout's half-diagonal, "
-        "18 arcsec).")] = 60.0,
+    cell: Annotated[
+        float,
+        typer.Option(
+            "--cell", help="Cell size (deg) gathering CATALOG's positions into query boxes."
+        ),
+    ] = 1.0,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            help="Arcsec added around the box or cells (>= a cutout's half-diagonal, 18 arcsec).",
+        ),
+    ] = 60.0,
     release: ReleaseOpt = 12,
     url: UrlOpt = None,
     page_size: PageOpt = 50_000,
@@ -336,8 +435,17 @@ def frames_cmd(
     else:
         boxes, n = _catalog_boxes(catalog or "-", ra_col, dec_col, cell, margin)
         log(f"{n:,} positions from {catalog or 'stdin'} -> {len(boxes)} sky boxes")
-    job = plan_frames(boxes=boxes, release=release, url=url, page_size=page_size,
-                      retries=retries, backoff=backoff, timeout=timeout, spool=spool, log=log)
+    job = plan_frames(
+        boxes=boxes,
+        release=release,
+        url=url,
+        page_size=page_size,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        spool=spool,
+        log=log,
+    )
     if show_sql:
         for part in job.parts:
             print(part.build(page_size, None) + ";")

@@ -81,8 +81,18 @@ _SHOW = {
     "width68": ("width68", "{:.4g}"),
 }
 _JSON_EXT = (".json",)
-_OUT_EXT = (".json", ".csv", ".ecsv", ".fits", ".fit", ".fits.gz", ".parquet", ".pq", ".vot",
-            ".xml")
+_OUT_EXT = (
+    ".json",
+    ".csv",
+    ".ecsv",
+    ".fits",
+    ".fit",
+    ".fits.gz",
+    ".parquet",
+    ".pq",
+    ".vot",
+    ".xml",
+)
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -93,8 +103,9 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: str | None,
-                 group: str | None) -> None:
+def _print_table(
+    rows: list[dict[str, Any]], title: str, to_stderr: bool, by: str | None, group: str | None
+) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -103,8 +114,12 @@ def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: st
     tty = stream.isatty()
     keys = [k for k in _SHOW if any(k in r for r in rows)]
     # PDF metrics only where some estimator has them
-    keys = [k for k in keys if k not in ("crps", "pit_ks", "pit_cvm", "width68")
-            or any(r.get(k) == r.get(k) and r.get(k) is not None for r in rows)]
+    keys = [
+        k
+        for k in keys
+        if k not in ("crps", "pit_ks", "pit_cvm", "width68")
+        or any(r.get(k) == r.get(k) and r.get(k) is not None for r in rows)
+    ]
     table = Table(box=box.SIMPLE_HEAD if tty else box.ASCII2)
     cells = []
     for r in rows:
@@ -115,13 +130,18 @@ def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: st
     for i, k in enumerate(keys):
         header = _SHOW[k][0].format(by=by or "", group=group or "group")
         width = max([len(header), *(len(c[i]) for c in cells)])
-        table.add_column(header, justify="left" if k in ("estimator", "group") else "right",
-                         no_wrap=True, min_width=width)
+        table.add_column(
+            header,
+            justify="left" if k in ("estimator", "group") else "right",
+            no_wrap=True,
+            min_width=width,
+        )
     # never drop or elide a column: a narrow terminal wraps the lines instead
     need = sum(c.min_width or 0 for c in table.columns) + 3 * len(keys) + 4
     width = max(need, Console(file=stream).width) if tty else max(need, 100)
-    console = Console(file=stream, highlight=False, width=width, no_color=not tty,
-                      force_terminal=tty or None)
+    console = Console(
+        file=stream, highlight=False, width=width, no_color=not tty, force_terminal=tty or None
+    )
     for r, line in zip(rows, cells, strict=True):
         style = "dim" if r.get("group") == "std" and tty else None
         if r.get("group") == "mean" and tty:
@@ -134,13 +154,17 @@ def _print_table(rows: list[dict[str, Any]], title: str, to_stderr: bool, by: st
 def _write_output(table: Any, output: str, format: str | None) -> None:
     from photoz_tools.tables import provenance_metadata, write_table
 
-    if output != "-" and output.lower().endswith(_JSON_EXT) or (output == "-" and
-                                                                format == "json"):
+    if output != "-" and output.lower().endswith(_JSON_EXT) or (output == "-" and format == "json"):
         _write_json(table, output)
         return
-    write_table(table, output, format=format if output == "-" else None,
-                provenance=provenance_metadata(command_line(), [table.schema.metadata.get(
-                    b"pz_score_source", b"").decode()]))
+    write_table(
+        table,
+        output,
+        format=format if output == "-" else None,
+        provenance=provenance_metadata(
+            command_line(), [table.schema.metadata.get(b"pz_score_source", b"").decode()]
+        ),
+    )
 
 
 def _write_json(table: Any, output: str) -> None:
@@ -149,8 +173,10 @@ def _write_json(table: Any, output: str) -> None:
     import math
     import tempfile
 
-    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in table.to_pylist()]
+    rows = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in table.to_pylist()
+    ]
     text = json.dumps(rows, indent=1) + "\n"
     if output == "-":
         sys.stdout.write(text)
@@ -170,45 +196,107 @@ def _write_json(table: Any, output: str) -> None:
 @app.command(help=HELP, epilog=EXAMPLES)
 def score(
     input: InputArg = "-",
-    truth: Annotated[str, typer.Option(
-        "--truth", help="Column of spectroscopic redshifts (in INPUT, or in --truth-table).",
-    )] = "z",
-    truth_table: Annotated[str | None, typer.Option(
-        "--truth-table", help="Catalogue holding the truth, joined to INPUT by --id.",
-        show_default=False)] = None,
-    id: Annotated[str | None, typer.Option(
-        "--id", help="Id column for the join and the duplicate check (default: the first of "
-        "objID, specObjID, id present).", show_default=False)] = None,
-    zphot: Annotated[str, typer.Option(
-        "--zphot", help="Photo-z column(s) to score side by side, comma-separated, e.g. "
-        "zphot,zphot_b16.")] = "zphot",
-    eta_threshold: Annotated[float, typer.Option(
-        "--eta-threshold", help="|dz| above which a galaxy is an outlier (eta).")] = 0.05,
-    by: Annotated[str | None, typer.Option(
-        "--by", help="Also score in bins of this numeric column (z, zphot, ebv, ...).",
-        show_default=False)] = None,
-    bins: Annotated[str | None, typer.Option(
-        "--bins", help="With --by: N equal-width bins over the data, or edges "
-        "'0,0.1,0.2,0.4' (last bin closed); 10 bins if omitted.", show_default=False)] = None,
-    drop_widest: Annotated[str | None, typer.Option(
-        "--drop-widest", help="Extra trials removing these percentages of the widest PDFs "
-        "(by width68), e.g. 10,20 (Table 2).", show_default=False)] = None,
-    group: Annotated[str | None, typer.Option(
-        "--group", help="Score each value of this column (e.g. fold) plus mean and std over "
-        "them (Table 1).", show_default=False)] = None,
-    dedupe: Annotated[str, typer.Option(
-        "--dedupe", help="Rows repeating an id: 'error' refuses them, 'first'/'last' keep one "
-        "of each, 'all' scores every row.")] = "error",
-    drop_nan: Annotated[bool, typer.Option(
-        "--drop-nan", help="Drop rows whose truth is NaN/inf instead of failing.")] = False,
-    plot: Annotated[str | None, typer.Option(
-        "--plot", help="Write a summary figure (zphot vs zspec, dz and PIT histograms, mean "
-        "dz vs z) to this .png/.pdf/.svg.", show_default=False)] = None,
+    truth: Annotated[
+        str,
+        typer.Option(
+            "--truth",
+            help="Column of spectroscopic redshifts (in INPUT, or in --truth-table).",
+        ),
+    ] = "z",
+    truth_table: Annotated[
+        str | None,
+        typer.Option(
+            "--truth-table",
+            help="Catalogue holding the truth, joined to INPUT by --id.",
+            show_default=False,
+        ),
+    ] = None,
+    id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Id column for the join and the duplicate check (default: the first of "
+            "objID, specObjID, id present).",
+            show_default=False,
+        ),
+    ] = None,
+    zphot: Annotated[
+        str,
+        typer.Option(
+            "--zphot",
+            help="Photo-z column(s) to score side by side, comma-separated, e.g. zphot,zphot_b16.",
+        ),
+    ] = "zphot",
+    eta_threshold: Annotated[
+        float,
+        typer.Option("--eta-threshold", help="|dz| above which a galaxy is an outlier (eta)."),
+    ] = 0.05,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also score in bins of this numeric column (z, zphot, ebv, ...).",
+            show_default=False,
+        ),
+    ] = None,
+    bins: Annotated[
+        str | None,
+        typer.Option(
+            "--bins",
+            help="With --by: N equal-width bins over the data, or edges "
+            "'0,0.1,0.2,0.4' (last bin closed); 10 bins if omitted.",
+            show_default=False,
+        ),
+    ] = None,
+    drop_widest: Annotated[
+        str | None,
+        typer.Option(
+            "--drop-widest",
+            help="Extra trials removing these percentages of the widest PDFs "
+            "(by width68), e.g. 10,20 (Table 2).",
+            show_default=False,
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="Score each value of this column (e.g. fold) plus mean and std over "
+            "them (Table 1).",
+            show_default=False,
+        ),
+    ] = None,
+    dedupe: Annotated[
+        str,
+        typer.Option(
+            "--dedupe",
+            help="Rows repeating an id: 'error' refuses them, 'first'/'last' keep one "
+            "of each, 'all' scores every row.",
+        ),
+    ] = "error",
+    drop_nan: Annotated[
+        bool,
+        typer.Option("--drop-nan", help="Drop rows whose truth is NaN/inf instead of failing."),
+    ] = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot",
+            help="Write a summary figure (zphot vs zspec, dz and PIT histograms, mean "
+            "dz vs z) to this .png/.pdf/.svg.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOpt = "",
     format: FormatOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Rows per batch read (memory is bounded by it).",
-        show_default=False)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="Rows per batch read (memory is bounded by it).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     version: VersionOpt = False,
@@ -218,8 +306,7 @@ def score(
     if not eta_threshold > 0:
         raise PzUsageError(f"--eta-threshold {eta_threshold:g}: must be > 0")
     if dedupe not in scoring.DEDUPE_CHOICES:
-        raise PzUsageError(f"--dedupe {dedupe}: choose one of "
-                           f"{', '.join(scoring.DEDUPE_CHOICES)}")
+        raise PzUsageError(f"--dedupe {dedupe}: choose one of {', '.join(scoring.DEDUPE_CHOICES)}")
     if bins is not None and by is None:
         raise PzUsageError("--bins needs --by COLUMN")
     if input in ("-", "") and sys.stdin.isatty():
@@ -235,8 +322,9 @@ def score(
         if not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
             raise PzError(f"--plot {plot}: folder does not exist")
     if output and output != "-" and not output.lower().endswith(_OUT_EXT):
-        raise PzUsageError(f"-o {output}: name a .csv, .json, .fits, .parquet (or .ecsv, "
-                           ".vot) file")
+        raise PzUsageError(
+            f"-o {output}: name a .csv, .json, .fits, .parquet (or .ecsv, .vot) file"
+        )
     if output and output != "-":
         folder = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(folder):
@@ -249,13 +337,28 @@ def score(
                 bar.update(total=total)
             bar.advance(n)
 
-        data = scoring.collect(input, truth=truth, zphot=zphot, truth_table=truth_table, id=id,
-                               by=by, group=group, dedupe=dedupe, drop_nan=drop_nan,
-                               batch_rows=batch_size, warn=warn, progress=tick)
-    rows = scoring.metrics_rows(data, eta_threshold=eta_threshold, bins=spec,
-                                drop_widest=drops, warn=warn)
-    meta = {"pz_score_source": str(data.source), "pz_score_truth": truth,
-            "pz_score_eta_threshold": repr(eta_threshold)}
+        data = scoring.collect(
+            input,
+            truth=truth,
+            zphot=zphot,
+            truth_table=truth_table,
+            id=id,
+            by=by,
+            group=group,
+            dedupe=dedupe,
+            drop_nan=drop_nan,
+            batch_rows=batch_size,
+            warn=warn,
+            progress=tick,
+        )
+    rows = scoring.metrics_rows(
+        data, eta_threshold=eta_threshold, bins=spec, drop_widest=drops, warn=warn
+    )
+    meta = {
+        "pz_score_source": str(data.source),
+        "pz_score_truth": truth,
+        "pz_score_eta_threshold": repr(eta_threshold),
+    }
     table = scoring.rows_to_table(rows, meta)
     if output:
         _write_output(table, output, format)

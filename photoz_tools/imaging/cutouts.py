@@ -53,8 +53,13 @@ FLAG_NAN = 4
 FLAG_OFF_FRAME = 8
 #: A frame the cutout needs could not be fetched or read.
 FLAG_FETCH_FAILED = 16
-FLAG_NAMES = {FLAG_EDGE: "edge", FLAG_MISSING_BAND: "missing_band", FLAG_NAN: "nan",
-              FLAG_OFF_FRAME: "off_frame", FLAG_FETCH_FAILED: "fetch_failed"}
+FLAG_NAMES = {
+    FLAG_EDGE: "edge",
+    FLAG_MISSING_BAND: "missing_band",
+    FLAG_NAN: "nan",
+    FLAG_OFF_FRAME: "off_frame",
+    FLAG_FETCH_FAILED: "fetch_failed",
+}
 
 #: galaxies resampled in one vectorised gather (bounds the 6x6-block buffer to ~40 MB)
 _GATHER_GALAXIES = 64
@@ -71,8 +76,13 @@ class FrameStore:
     writes the decompressed frame to a scratch folder once.
     """
 
-    def __init__(self, sas_url: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 keep: int = 10, scratch: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        sas_url: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        keep: int = 10,
+        scratch: str | os.PathLike | None = None,
+    ) -> None:
         self.sas_url = sas_url
         self.cache_dir = cache_dir
         self.keep = keep
@@ -144,10 +154,14 @@ class FrameStore:
 # --------------------------------------------------------------------------- the core
 
 
-def resample_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray,
-                      world: tuple[np.ndarray, np.ndarray] | None = None,
-                      size: int = SIZE, scale_arcsec: float = PIXEL_SCALE_ARCSEC,
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def resample_on_frame(
+    frame: Frame,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    world: tuple[np.ndarray, np.ndarray] | None = None,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> tuple[np.ndarray, np.ndarray]:
     """One frame onto the cutout grids of galaxies at (ra, dec): (values, valid), (n, size, size).
 
     Values are flux-scaled nanomaggies (SWarp's FSCALASTRO FIXED); `valid` is False where
@@ -175,16 +189,26 @@ def resample_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray,
     return values, valid
 
 
-def frame_positions(frame: Frame, ra: np.ndarray, dec: np.ndarray, size: int = SIZE,
-                    scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def frame_positions(
+    frame: Frame,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> tuple[np.ndarray, np.ndarray]:
     """1-based frame pixel positions (n, size, size) of the cutout pixels of galaxies."""
     if frame.tan is not None:
         return tan_to_tan(frame.tan, ra, dec, size, scale_arcsec)
     return frame.world_to_pixel(*cutout_world(ra, dec, size, scale_arcsec))
 
 
-def coverage_on_frame(frame: Frame, ra: np.ndarray, dec: np.ndarray, size: int = SIZE,
-                      scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> np.ndarray:
+def coverage_on_frame(
+    frame: Frame,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> np.ndarray:
     """Where SWarp would have frame pixels for the cutout pixels (geometry only)."""
     x, y = frame_positions(frame, ra, dec, size, scale_arcsec)
     ny, nx = frame.shape
@@ -207,10 +231,18 @@ def finish_flags(flags: np.ndarray, n_frames: np.ndarray) -> np.ndarray:
     return out.astype(np.int32)
 
 
-def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
-           refs: Sequence[FrameRef], store: FrameStore, fill: float = 0.0,
-           resampler: str = "native", size: int = SIZE,
-           scale_arcsec: float = PIXEL_SCALE_ARCSEC, bands: str = BANDS) -> RenderResult:
+def render(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    candidates: Sequence[Sequence[int]],
+    refs: Sequence[FrameRef],
+    store: FrameStore,
+    fill: float = 0.0,
+    resampler: str = "native",
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+    bands: str = BANDS,
+) -> RenderResult:
     """Cutouts of galaxies given, per galaxy, the indices (into `refs`) of candidate frames.
 
     Each candidate frame is loaded once and resampled for all galaxies that list it; per band
@@ -233,8 +265,7 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
             for f in cand:
                 if refs[f].band == band:
                     users.setdefault(f, []).append(g)
-        kmax = max((sum(1 for f in cand if refs[f].band == band) for cand in candidates),
-                   default=0)
+        kmax = max((sum(1 for f in cand if refs[f].band == band) for cand in candidates), default=0)
         if kmax == 0:
             continue
         stack = np.full((kmax, n, size, size), np.nan, dtype=np.float32)
@@ -284,7 +315,7 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
         has = n_frames[:, b] > 0
         partial = uncovered.any(axis=(1, 2)) & has
         flags[partial] |= FLAG_EDGE
-        flags[uncovered[:, c0:c1 + 1, c0:c1 + 1].any(axis=(1, 2))] |= FLAG_OFF_FRAME
+        flags[uncovered[:, c0 : c1 + 1, c0 : c1 + 1].any(axis=(1, 2))] |= FLAG_OFF_FRAME
         combined[uncovered] = fill
         images[..., b] = combined
     if bands == BANDS:
@@ -292,37 +323,54 @@ def render(ra: np.ndarray, dec: np.ndarray, candidates: Sequence[Sequence[int]],
     return RenderResult(images, n_frames, flags)
 
 
-def cutouts_from_frames(ra: Sequence[float] | np.ndarray, dec: Sequence[float] | np.ndarray,
-                        frames: Sequence[Frame | str | os.PathLike], fill: float = 0.0,
-                        resampler: str = "native") -> RenderResult:
+def cutouts_from_frames(
+    ra: Sequence[float] | np.ndarray,
+    dec: Sequence[float] | np.ndarray,
+    frames: Sequence[Frame | str | os.PathLike],
+    fill: float = 0.0,
+    resampler: str = "native",
+) -> RenderResult:
     """Cutouts of every position from frames in memory or on disk (all tried for all galaxies).
 
     For notebooks and simulations: ``cutouts_from_frames(ra, dec, ["frame-r-...fits", ...])``.
     """
     loaded = [f if isinstance(f, Frame) else load_frame(f) for f in frames]
-    refs = [FrameRef(f.band, f.run, f.camcol, f.field, f.rerun, f"{f.name}#{i}")
-            for i, f in enumerate(loaded)]  # distinct keys even for frames of one identity
+    refs = [
+        FrameRef(f.band, f.run, f.camcol, f.field, f.rerun, f"{f.name}#{i}")
+        for i, f in enumerate(loaded)
+    ]  # distinct keys even for frames of one identity
     store = FrameStore(keep=len(loaded))
     for r, f in zip(refs, loaded, strict=True):
         store._frames[r.key] = f
     n = np.atleast_1d(np.asarray(ra)).size
-    return render(np.asarray(ra), np.asarray(dec), [list(range(len(refs)))] * n, refs, store,
-                  fill, resampler)
+    return render(
+        np.asarray(ra), np.asarray(dec), [list(range(len(refs)))] * n, refs, store, fill, resampler
+    )
 
 
 # --------------------------------------------------------------------------- planning
 
 
-def plan_tasks(candidates: Sequence[Sequence[int]], refs: Sequence[FrameRef],
-               task_rows: int = 256, stack_budget: int = 4096) -> list[np.ndarray]:
+def plan_tasks(
+    candidates: Sequence[Sequence[int]],
+    refs: Sequence[FrameRef],
+    task_rows: int = 256,
+    stack_budget: int = 4096,
+) -> list[np.ndarray]:
     """Cut the rows into tasks of galaxies that share frames (sorted by the frames they need).
 
     A task holds at most `task_rows` galaxies and at most `stack_budget` galaxy-frames per band
     (what the per-band median must hold at once), so memory stays bounded on deep fields.
     """
-    order_key = {i: k for k, i in enumerate(sorted(range(len(refs)),
-                                                   key=lambda i: (refs[i].run, refs[i].camcol,
-                                                                  refs[i].field, refs[i].band)))}
+    order_key = {
+        i: k
+        for k, i in enumerate(
+            sorted(
+                range(len(refs)),
+                key=lambda i: (refs[i].run, refs[i].camcol, refs[i].field, refs[i].band),
+            )
+        )
+    }
     keys = [tuple(sorted(order_key[f] for f in cand)) for cand in candidates]
     order = sorted(range(len(keys)), key=lambda g: keys[g])
     tasks: list[np.ndarray] = []
@@ -365,12 +413,15 @@ class Partial:
         self.folder.mkdir(parents=True, exist_ok=True)
         n, s = self.nrows, self.size
         for band in BANDS:  # one file per band: a task writes one contiguous block
-            np.lib.format.open_memmap(self.folder / f"image_{band}.npy", "w+", np.float32,
-                                      (n, s, s)).flush()
-        np.lib.format.open_memmap(self.folder / "n_frames.npy", "w+", np.int16,
-                                  (n, len(BANDS))).flush()
-        np.lib.format.open_memmap(self.folder / "flags.npy", "w+", np.int32,
-                                  (n, len(BANDS))).flush()
+            np.lib.format.open_memmap(
+                self.folder / f"image_{band}.npy", "w+", np.float32, (n, s, s)
+            ).flush()
+        np.lib.format.open_memmap(
+            self.folder / "n_frames.npy", "w+", np.int16, (n, len(BANDS))
+        ).flush()
+        np.lib.format.open_memmap(
+            self.folder / "flags.npy", "w+", np.int32, (n, len(BANDS))
+        ).flush()
         (self.folder / "done.txt").write_text("")
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps(signature))
@@ -386,8 +437,11 @@ class Partial:
 
     def write(self, rows: np.ndarray, result: RenderResult, band: str) -> None:
         b = BANDS.index(band)
-        for name, arr in ((f"image_{band}", result.images[..., b]),
-                          ("n_frames", result.n_frames[:, b]), ("flags", result.flags)):
+        for name, arr in (
+            (f"image_{band}", result.images[..., b]),
+            ("n_frames", result.n_frames[:, b]),
+            ("flags", result.flags),
+        ):
             mm = np.load(self.folder / f"{name}.npy", mmap_mode="r+")
             if mm.ndim == 2:
                 mm[rows, b] = arr
@@ -402,11 +456,12 @@ class Partial:
             f.flush()
             os.fsync(f.fileno())
 
-    def rows(self, a: int, b: int, fill: float = 0.0
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, a: int, b: int, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """images (k, S, S, 5), n_frames (k, 5) and row flags (k,) of rows a..b-1."""
-        images = np.stack([np.load(self.folder / f"image_{band}.npy", mmap_mode="r")[a:b]
-                           for band in BANDS], axis=-1)
+        images = np.stack(
+            [np.load(self.folder / f"image_{band}.npy", mmap_mode="r")[a:b] for band in BANDS],
+            axis=-1,
+        )
         nfr = np.array(np.load(self.folder / "n_frames.npy", mmap_mode="r")[a:b])
         if fill != 0.0:  # bands no task touched (no frame at all) hold the file's zeros
             empty = nfr == 0
@@ -443,13 +498,13 @@ def _worker_init(job: _Job) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _worker_run(task: int, band: str, rows: np.ndarray, ra: np.ndarray, dec: np.ndarray,
-                cands: list[list[int]]) -> tuple[int, int, int, dict[str, str]]:
+def _worker_run(
+    task: int, band: str, rows: np.ndarray, ra: np.ndarray, dec: np.ndarray, cands: list[list[int]]
+) -> tuple[int, int, int, dict[str, str]]:
     job, store = _worker_job, _worker_store
     assert job is not None and store is not None
     reads0, bytes0 = store.reads, store.bytes_read
-    result = render(ra, dec, cands, job.refs, store, job.fill, job.resampler, job.size,
-                    bands=band)
+    result = render(ra, dec, cands, job.refs, store, job.fill, job.resampler, job.size, bands=band)
     Partial(Path(job.folder), job.nrows, job.size).write(rows, result, band)
     errors = {k: v for k, v in store.errors.items()}
     return task, store.reads - reads0, store.bytes_read - bytes0, errors
@@ -458,8 +513,9 @@ def _worker_run(task: int, band: str, rows: np.ndarray, ra: np.ndarray, dec: np.
 # --------------------------------------------------------------------------- the command's work
 
 
-def _candidates_own_field(table_cols: dict[str, np.ndarray]) -> tuple[list[FrameRef],
-                                                                      list[list[int]]]:
+def _candidates_own_field(
+    table_cols: dict[str, np.ndarray],
+) -> tuple[list[FrameRef], list[list[int]]]:
     """Without a frame index: each galaxy's own field (run, camcol, field[, rerun] columns)."""
     refs: list[FrameRef] = []
     ids: dict[FrameRef, int] = {}
@@ -551,8 +607,9 @@ def cutout(
     ra_col, dec_col = lower.get(ra.lower()), lower.get(dec.lower())
     for want, got, opt in ((ra, ra_col, "--ra"), (dec, dec_col, "--dec")):
         if got is None:
-            raise PzError(f"{cat_name}: no column {want!r} (columns: {', '.join(names)}); "
-                          f"name it with {opt}")
+            raise PzError(
+                f"{cat_name}: no column {want!r} (columns: {', '.join(names)}); name it with {opt}"
+            )
     for taken in ("image", "n_frames", "cutout_flags"):
         if taken in lower:
             raise PzError(f"{cat_name}: already has a column {lower[taken]!r}; drop it first")
@@ -579,8 +636,10 @@ def cutout(
     nrows = ra_v.size
     bad = ~(np.isfinite(ra_v) & np.isfinite(dec_v)) | (np.abs(dec_v) > 90)
     if bad.any():
-        raise PzError(f"{cat_name}: {int(bad.sum())} rows with missing or invalid {ra_col}/"
-                      f"{dec_col} (first at row {int(np.argmax(bad))}); drop them first")
+        raise PzError(
+            f"{cat_name}: {int(bad.sum())} rows with missing or invalid {ra_col}/"
+            f"{dec_col} (first at row {int(np.argmax(bad))}); drop them first"
+        )
 
     # ---- which frames each galaxy needs
     if frames is not None:
@@ -593,31 +652,47 @@ def cutout(
         refs, candidates = index.refs, index.search(ra_v, dec_v)
         source = f"{len(refs)} frames in the frame index, from {sas_url or 'the SAS'}"
     elif all(own[:3]):
-        own_cols = {k: cols[lower[k]] for k in ("run", "camcol", "field") }
+        own_cols = {k: cols[lower[k]] for k in ("run", "camcol", "field")}
         if own[3]:
             own_cols["rerun"] = cols[own[3]]
         refs, candidates = _candidates_own_field(own_cols)
         source = "each row's own field (run, camcol, field)"
-        warn("no --frame-index: using each row's own field only; overlapping frames of "
-             "neighbouring fields and other epochs are not combined")
+        warn(
+            "no --frame-index: using each row's own field only; overlapping frames of "
+            "neighbouring fields and other epochs are not combined"
+        )
     else:
-        raise PzError("no frames: give --frames DIR (local frames) or --frame-index FILE (a "
-                      "'pz-query frames' table), or a catalogue with run, camcol, field columns")
+        raise PzError(
+            "no frames: give --frames DIR (local frames) or --frame-index FILE (a "
+            "'pz-query frames' table), or a catalogue with run, camcol, field columns"
+        )
     log(f"{nrows} rows; frames: {source}")
 
     # ---- tasks, partial folder, resume
     groups = plan_tasks(candidates, refs, task_rows)
     # a task is one group of galaxies in one band: bands need disjoint frames, so the five
     # run in parallel and each frame is still read once per group
-    tasks = [(g, band) for g in range(len(groups)) for band in BANDS
-             if any(refs[f].band == band for row in groups[g] for f in candidates[row])]
-    signature = {"rows": nrows, "ra": float(ra_v.sum()) if nrows else 0.0,
-                 "dec": float(dec_v.sum()) if nrows else 0.0, "refs": len(refs),
-                 "frames": str(frames),
-                 "index": str(frame_index) if isinstance(frame_index, str | os.PathLike)
-                 else type(frame_index).__name__, "resampler": resampler,
-                 "fill": fill, "groups": [int(t[0]) for t in groups], "task_rows": task_rows,
-                 "ntasks": len(tasks)}
+    tasks = [
+        (g, band)
+        for g in range(len(groups))
+        for band in BANDS
+        if any(refs[f].band == band for row in groups[g] for f in candidates[row])
+    ]
+    signature = {
+        "rows": nrows,
+        "ra": float(ra_v.sum()) if nrows else 0.0,
+        "dec": float(dec_v.sum()) if nrows else 0.0,
+        "refs": len(refs),
+        "frames": str(frames),
+        "index": str(frame_index)
+        if isinstance(frame_index, str | os.PathLike)
+        else type(frame_index).__name__,
+        "resampler": resampler,
+        "fill": fill,
+        "groups": [int(t[0]) for t in groups],
+        "task_rows": task_rows,
+        "ntasks": len(tasks),
+    }
     to_stdout = output is None or str(output) == "-"
     tmpdir = None
     if output is not None and not to_stdout and resume:
@@ -635,8 +710,9 @@ def cutout(
     # fetching from the SAS waits on the network as much as on the CPU: twice the cores
     nworkers = workers or (_cores() if frames is not None else max(4, 2 * _cores()))
     nworkers = max(1, min(nworkers, len(todo))) if todo else 1
-    job = _Job(str(folder), nrows, refs, sas_url, str(cache) if cache else None, fill_value,
-               resampler)
+    job = _Job(
+        str(folder), nrows, refs, sas_url, str(cache) if cache else None, fill_value, resampler
+    )
     reads = nbytes = 0
     errors: dict[str, str] = {}
     # progress in galaxies: a (group, band) task is 1/5 of its group's galaxies
@@ -676,8 +752,9 @@ def cutout(
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            pool = ProcessPoolExecutor(nworkers, mp_context=ctx, initializer=_worker_init,
-                                       initargs=(job,))
+            pool = ProcessPoolExecutor(
+                nworkers, mp_context=ctx, initializer=_worker_init, initargs=(job,)
+            )
             try:
                 pending = [pool.submit(_worker_run, *args(i)) for i in todo]
                 for fut in pending:
@@ -695,11 +772,14 @@ def cutout(
             warn(f"... and {len(errors) - 3} more frames could not be read")
 
         # ---- assemble in input order
-        meta = {"pz_cutout_size": str(SIZE),
-                "pz_cutout_pixel_scale_arcsec": str(PIXEL_SCALE_ARCSEC),
-                "pz_cutout_bands": BANDS, "pz_cutout_resampler": resampler,
-                "pz_cutout_fill": fill, "pz_cutout_flags": json.dumps(
-                    {name: bit for bit, name in FLAG_NAMES.items()})}
+        meta = {
+            "pz_cutout_size": str(SIZE),
+            "pz_cutout_pixel_scale_arcsec": str(PIXEL_SCALE_ARCSEC),
+            "pz_cutout_bands": BANDS,
+            "pz_cutout_resampler": resampler,
+            "pz_cutout_fill": fill,
+            "pz_cutout_flags": json.dumps({name: bit for bit, name in FLAG_NAMES.items()}),
+        }
         prov = None
         if command_line is not None:
             prov = tables.provenance_metadata(command_line, [str(catalog)] if reader else [])
@@ -718,26 +798,29 @@ def cutout(
                 if preview is not None and sum(len(x) for x in shown) < preview_count:
                     shown.append(images[:preview_count])
                 ext = pa.RecordBatch.from_arrays(
-                    [*batch.columns, tables.to_arrow(images), tables.to_arrow(nfr),
-                     pa.array(flg)],
-                    schema=_out_schema(batch.schema, cell, pa, tables))
+                    [*batch.columns, tables.to_arrow(images), tables.to_arrow(nfr), pa.array(flg)],
+                    schema=_out_schema(batch.schema, cell, pa, tables),
+                )
                 del images
                 start = stop
                 if output is None:
                     out_batches.append(ext)
                     continue
                 if writer is None:
-                    writer = tables.TableWriter(output, ext.schema, format=format, metadata=meta,
-                                                provenance=prov)
+                    writer = tables.TableWriter(
+                        output, ext.schema, format=format, metadata=meta, provenance=prov
+                    )
                 writer.write(ext)
             if output is not None:
                 if writer is None:  # an empty catalogue still gets a (empty) table
                     import pyarrow as pa2
 
-                    empty = _out_schema(reader.schema if reader else cat_table.schema,
-                                        cell, pa2, tables)
-                    writer = tables.TableWriter(output, empty, format=format, metadata=meta,
-                                                provenance=prov)
+                    empty = _out_schema(
+                        reader.schema if reader else cat_table.schema, cell, pa2, tables
+                    )
+                    writer = tables.TableWriter(
+                        output, empty, format=format, metadata=meta, provenance=prov
+                    )
                 writer.close()
                 writer = None
         finally:
@@ -755,16 +838,25 @@ def cutout(
     elif output is not None:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - t0
-    summary = {"rows": nrows, "tasks": len(tasks), "frames_read": reads,
-               "frames": len({f for cand in candidates for f in cand}), "bytes_read": nbytes,
-               "frames_failed": len(errors), "flagged": n_flagged, "seconds": elapsed,
-               "render_seconds": t_render}
+    summary = {
+        "rows": nrows,
+        "tasks": len(tasks),
+        "frames_read": reads,
+        "frames": len({f for cand in candidates for f in cand}),
+        "bytes_read": nbytes,
+        "frames_failed": len(errors),
+        "flagged": n_flagged,
+        "seconds": elapsed,
+        "render_seconds": t_render,
+    }
     for name, count in n_flagged.items():
         if count:
             warn(f"{count} rows flagged {name}")
     distinct = len({f for cand in candidates for f in cand})
-    log(f"{nrows} cutouts in {elapsed:.1f} s ({nrows / max(elapsed, 1e-9):.1f}/s); "
-        f"{reads} frame reads of {distinct} frames, {nbytes / 1e6:.0f} MB")
+    log(
+        f"{nrows} cutouts in {elapsed:.1f} s ({nrows / max(elapsed, 1e-9):.1f}/s); "
+        f"{reads} frame reads of {distinct} frames, {nbytes / 1e6:.0f} MB"
+    )
     if output is None:
         return pa.Table.from_batches(out_batches) if out_batches else None
     return summary
@@ -777,8 +869,10 @@ def _as_arrow(catalog: Any, pa) -> Any:
     try:
         return pa.table(catalog)
     except (TypeError, ValueError, pa.ArrowException) as exc:
-        raise PzError(f"catalogue: cannot read a {type(catalog).__name__} as a table "
-                      "(give a path, a pyarrow/astropy Table, a DataFrame or a dict)") from exc
+        raise PzError(
+            f"catalogue: cannot read a {type(catalog).__name__} as a table "
+            "(give a path, a pyarrow/astropy Table, a DataFrame or a dict)"
+        ) from exc
 
 
 def _cores() -> int:
@@ -803,8 +897,12 @@ def _out_schema(schema, cell_shape, pa, tables):
     """The catalogue's fields + image (fixed-shape tensor) + n_frames (int16[5]) + cutout_flags."""
     img_type = tables.to_arrow(np.zeros((1, *cell_shape), dtype=np.float32)).type
     nfr_type = tables.to_arrow(np.zeros((1, len(BANDS)), dtype=np.int16)).type
-    return pa.schema(list(schema) + [
-        pa.field("image", img_type, metadata={"unit": "nanomaggy"}),
-        pa.field("n_frames", nfr_type),
-        pa.field("cutout_flags", pa.int32()),
-    ], metadata=schema.metadata)
+    return pa.schema(
+        list(schema)
+        + [
+            pa.field("image", img_type, metadata={"unit": "nanomaggy"}),
+            pa.field("n_frames", nfr_type),
+            pa.field("cutout_flags", pa.int32()),
+        ],
+        metadata=schema.metadata,
+    )

@@ -39,8 +39,9 @@ def decompress(data: bytes, name: str = "frame") -> bytes:
         if data[:2] == b"\x1f\x8b":
             return gzip.decompress(data)
     except (OSError, EOFError, ValueError) as exc:
-        raise FrameError(f"{name}: corrupt compressed file ({exc}); delete it and fetch again") \
-            from exc
+        raise FrameError(
+            f"{name}: corrupt compressed file ({exc}); delete it and fetch again"
+        ) from exc
     return data
 
 
@@ -58,10 +59,10 @@ def _header_end(data: bytes, start: int, name: str) -> int:
     """Offset just past the header that begins at `start` (header blocks end with an END card)."""
     pos = start
     while pos + _BLOCK <= len(data):
-        block = data[pos:pos + _BLOCK]
+        block = data[pos : pos + _BLOCK]
         pos += _BLOCK
         for i in range(0, _BLOCK, 80):
-            if block[i:i + 8] == b"END     ":
+            if block[i : i + 8] == b"END     ":
                 return pos
     raise FrameError(f"{name}: truncated or not a FITS file (no END card)")
 
@@ -70,7 +71,7 @@ def parse_header(data: bytes, start: int = 0, name: str = "frame"):
     """(astropy Header, offset of the data) of the HDU whose header starts at `start`."""
     from astropy.io import fits
 
-    if data[start:start + 6] != b"SIMPLE" and data[start:start + 8] != b"XTENSION":
+    if data[start : start + 6] != b"SIMPLE" and data[start : start + 8] != b"XTENSION":
         raise FrameError(f"{name}: not a FITS file")
     end = _header_end(data, start, name)
     with warnings.catch_warnings():
@@ -113,9 +114,16 @@ def _frame_wcs(header) -> tuple[Any, Any, TanWcs | None]:
         warnings.simplefilter("ignore", FITSFixedWarning)
         w = WCS(header, naxis=2)
     ctype = [c.upper() for c in w.wcs.ctype]
-    plain = (ctype == ["RA---TAN", "DEC--TAN"] and w.sip is None and w.cpdis1 is None
-             and w.cpdis2 is None and w.det2im1 is None and w.det2im2 is None
-             and not w.wcs.get_pv() and float(w.wcs.lonpole) == 180.0)
+    plain = (
+        ctype == ["RA---TAN", "DEC--TAN"]
+        and w.sip is None
+        and w.cpdis1 is None
+        and w.cpdis2 is None
+        and w.det2im1 is None
+        and w.det2im2 is None
+        and not w.wcs.get_pv()
+        and float(w.wcs.lonpole) == 180.0
+    )
     if plain:
         tan = TanWcs(tuple(w.wcs.crpix), tuple(w.wcs.crval), w.pixel_scale_matrix)
         return tan.world_to_pixel, tan.pixel_to_world, tan
@@ -188,8 +196,9 @@ class Frame:
         return self.image / self.calibration()[None, :] + self.sky()
 
 
-def load_frame(source: str | os.PathLike | bytes, name: str | None = None,
-               keep_raw: bool = False) -> Frame:
+def load_frame(
+    source: str | os.PathLike | bytes, name: str | None = None, keep_raw: bool = False
+) -> Frame:
     """Read a corrected frame (plain, .gz or .bz2) from a path or its bytes.
 
     The pixels are copied out of the decompressed buffer as native float32; `keep_raw` keeps
@@ -217,11 +226,20 @@ def load_frame(source: str | os.PathLike | bytes, name: str | None = None,
     from photoz_tools.sdss.frameindex import _identity
 
     run, camcol, fieldno = _identity(header, Path(name).name)
-    return Frame(image=image, header=header, name=name, band=frame_band(header, name),
-                 run=run, rerun=str(header.get("RERUN", "301")).strip(),
-                 camcol=camcol, field=fieldno,
-                 world_to_pixel=w2p, pixel_to_world=p2w, raw=data if keep_raw else None,
-                 tan=tan)
+    return Frame(
+        image=image,
+        header=header,
+        name=name,
+        band=frame_band(header, name),
+        run=run,
+        rerun=str(header.get("RERUN", "301")).strip(),
+        camcol=camcol,
+        field=fieldno,
+        world_to_pixel=w2p,
+        pixel_to_world=p2w,
+        raw=data if keep_raw else None,
+        tan=tan,
+    )
 
 
 def frame_band(header, name: str = "") -> str:

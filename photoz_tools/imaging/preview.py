@@ -11,8 +11,12 @@ import os
 import numpy as np
 
 
-def lupton_rgb(image: np.ndarray, stretch: float = 0.5, q: float = 8.0,
-               scales: tuple[float, float, float] = (1.0, 1.1, 1.8)) -> np.ndarray:
+def lupton_rgb(
+    image: np.ndarray,
+    stretch: float = 0.5,
+    q: float = 8.0,
+    scales: tuple[float, float, float] = (1.0, 1.1, 1.8),
+) -> np.ndarray:
     """(64, 64, 5) ugriz nanomaggies -> (64, 64, 3) uint8 with north up (row 0 at the top).
 
     R, G, B are i, r, g, scaled by `scales` (bluer bands boosted, as SDSS's own colour images).
@@ -26,8 +30,14 @@ def lupton_rgb(image: np.ndarray, stretch: float = 0.5, q: float = 8.0,
     return rgb[::-1]  # FITS row 0 is the southern edge: flip so north is up on screen
 
 
-def preview_grid(images: np.ndarray, path: str | os.PathLike, labels=None,
-                 columns: int | None = None, stretch: float = 0.5, q: float = 8.0) -> None:
+def preview_grid(
+    images: np.ndarray,
+    path: str | os.PathLike,
+    labels=None,
+    columns: int | None = None,
+    stretch: float = 0.5,
+    q: float = 8.0,
+) -> None:
     """Write a PNG grid of colour composites of `images` (n, 64, 64, 5)."""
     import matplotlib
 

@@ -33,8 +33,9 @@ _DEG = np.pi / 180.0
 
 # cos(k pi/3) and sin(k pi/3) for the taps k = -2..3
 _COS_K = np.array([-0.5, 0.5, 1.0, 0.5, -0.5, -1.0])
-_SIN_K = np.array([-0.8660254037844386, -0.8660254037844386, 0.0, 0.8660254037844386,
-                   0.8660254037844386, 0.0])
+_SIN_K = np.array(
+    [-0.8660254037844386, -0.8660254037844386, 0.0, 0.8660254037844386, 0.8660254037844386, 0.0]
+)
 _TAPS32 = np.arange(-2, 4, dtype=np.float32)
 _SIGN = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # (-1)^k = sin(pi (f-k)) / sin(pi f)
 _COS_K32 = (_SIGN * _COS_K).astype(np.float32)
@@ -68,8 +69,9 @@ def lanczos3_weights(frac: np.ndarray) -> np.ndarray:
     return w
 
 
-def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray,
-             fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def lanczos3(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, fill: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Interpolate `image` (ny, nx) at 1-based FITS pixel positions (`x`, `y`), any shape.
 
     Returns ``(values, valid)``: float32 values of the shape of `x` and a bool mask that is False
@@ -101,8 +103,9 @@ def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray,
         base = (fy.astype(np.intp) - 3) * nx + (fx.astype(np.intp) - 3)
         # the frame seen as overlapping runs of 6 pixels (24-byte records, 4 bytes apart): one
         # gather per kernel row fetches that row's six taps of every position at once
-        runs = np.ndarray(shape=(image.size - 5,), dtype=np.dtype((np.void, 24)),
-                          buffer=image, strides=(4,))
+        runs = np.ndarray(
+            shape=(image.size - 5,), dtype=np.dtype((np.void, 24)), buffer=image, strides=(4,)
+        )
         wxt = np.ascontiguousarray(wx.T)
         acc = np.zeros(base.size, dtype=np.float32)
         for j in range(6):
@@ -118,8 +121,9 @@ def lanczos3(image: np.ndarray, x: np.ndarray, y: np.ndarray,
 # --------------------------------------------------------------------------- projections
 
 
-def cutout_world(ra0: np.ndarray, dec0: np.ndarray, size: int = SIZE,
-                 scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def cutout_world(
+    ra0: np.ndarray, dec0: np.ndarray, size: int = SIZE, scale_arcsec: float = PIXEL_SCALE_ARCSEC
+) -> tuple[np.ndarray, np.ndarray]:
     """RA, Dec (deg) of every pixel centre of gnomonic cutouts centred on (`ra0`, `dec0`).
 
     The grid is SWarp's: TAN, CRPIX = (size+1)/2 on both axes, CD = diag(-scale, +scale), so
@@ -166,8 +170,9 @@ class TanWcs:
     coordinates are 1-based FITS coordinates.
     """
 
-    def __init__(self, crpix: tuple[float, float], crval: tuple[float, float],
-                 cd: np.ndarray) -> None:
+    def __init__(
+        self, crpix: tuple[float, float], crval: tuple[float, float], cd: np.ndarray
+    ) -> None:
         self.crpix = np.asarray(crpix, dtype=np.float64)
         self.crval = np.asarray(crval, dtype=np.float64)
         self.cd = np.asarray(cd, dtype=np.float64).reshape(2, 2)
@@ -176,8 +181,9 @@ class TanWcs:
         self._d0 = self.crval[1] * _DEG
 
     @classmethod
-    def cutout(cls, ra0: float, dec0: float, size: int = SIZE,
-               scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> TanWcs:
+    def cutout(
+        cls, ra0: float, dec0: float, size: int = SIZE, scale_arcsec: float = PIXEL_SCALE_ARCSEC
+    ) -> TanWcs:
         """The WCS SWarp writes for a cutout centred on (ra0, dec0)."""
         s = scale_arcsec / 3600.0
         c = (size + 1) / 2.0
@@ -210,8 +216,13 @@ def _basis(ra0: np.ndarray, dec0: np.ndarray) -> np.ndarray:
     return np.stack([east, north, centre], axis=-1)
 
 
-def tan_to_tan(frame: TanWcs, ra0: np.ndarray, dec0: np.ndarray, size: int = SIZE,
-               scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def tan_to_tan(
+    frame: TanWcs,
+    ra0: np.ndarray,
+    dec0: np.ndarray,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> tuple[np.ndarray, np.ndarray]:
     """1-based frame pixel positions (n, size, size) of cutout pixels, TAN to TAN directly.
 
     Both projections are gnomonic, so a cutout pixel's direction is B_out (xi, eta, 1) and its
@@ -228,8 +239,11 @@ def tan_to_tan(frame: TanWcs, ra0: np.ndarray, dec0: np.ndarray, size: int = SIZ
     b_in = _basis(frame.crval[0], frame.crval[1])
     m = np.einsum("ji,njk,kl->nil", b_in, _basis(ra0, dec0), p)  # (n, 3, 3)
     i = np.arange(1, size + 1, dtype=np.float64)
-    u = (m[:, :, 0, None, None] * i[None, None, None, :]
-         + m[:, :, 1, None, None] * i[None, None, :, None] + m[:, :, 2, None, None])
+    u = (
+        m[:, :, 0, None, None] * i[None, None, None, :]
+        + m[:, :, 1, None, None] * i[None, None, :, None]
+        + m[:, :, 2, None, None]
+    )
     xi = u[:, 0] / u[:, 2] / _DEG  # frame's intermediate world coordinates (deg)
     eta = u[:, 1] / u[:, 2] / _DEG
     ci = frame.cdinv
@@ -249,8 +263,15 @@ def pixel_area(pixel_to_world, x: float, y: float) -> float:
     return abs((d1 * (dec[2] - dec[0]) - (dec[1] - dec[0]) * d2) * np.cos(dec[0] * _DEG))
 
 
-def flux_scale(frame_pixel_to_world, naxis1: int, naxis2: int, ra0: float, dec0: float,
-               size: int = SIZE, scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> float:
+def flux_scale(
+    frame_pixel_to_world,
+    naxis1: int,
+    naxis2: int,
+    ra0: float,
+    dec0: float,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> float:
     """SWarp's FSCALASTRO_TYPE FIXED factor for one frame into one cutout grid.
 
     Output over input pixel area, both at the input frame's centre ((naxis+1)/2): in the frame,
@@ -258,22 +279,30 @@ def flux_scale(frame_pixel_to_world, naxis1: int, naxis2: int, ra0: float, dec0:
     """
     xc, yc = (naxis1 + 1) / 2.0, (naxis2 + 1) / 2.0
     area_in = pixel_area(frame_pixel_to_world, xc, yc)
-    ra_c, dec_c = (float(np.squeeze(a)) for a in frame_pixel_to_world(np.array([xc]),
-                                                                     np.array([yc])))
+    ra_c, dec_c = (
+        float(np.squeeze(a)) for a in frame_pixel_to_world(np.array([xc]), np.array([yc]))
+    )
     out = TanWcs.cutout(ra0, dec0, size, scale_arcsec)
     xo, yo = (float(np.squeeze(a)) for a in out.world_to_pixel(ra_c, dec_c))
     area_out = pixel_area(out.pixel_to_world, xo, yo)
     return area_out / area_in
 
 
-def flux_scales(frame_pixel_to_world, naxis1: int, naxis2: int, ra0: np.ndarray,
-                dec0: np.ndarray, size: int = SIZE,
-                scale_arcsec: float = PIXEL_SCALE_ARCSEC) -> np.ndarray:
+def flux_scales(
+    frame_pixel_to_world,
+    naxis1: int,
+    naxis2: int,
+    ra0: np.ndarray,
+    dec0: np.ndarray,
+    size: int = SIZE,
+    scale_arcsec: float = PIXEL_SCALE_ARCSEC,
+) -> np.ndarray:
     """:func:`flux_scale` for many cutout centres at once (one frame), vectorised."""
     xc, yc = (naxis1 + 1) / 2.0, (naxis2 + 1) / 2.0
     area_in = pixel_area(frame_pixel_to_world, xc, yc)
-    ra_c, dec_c = (float(np.squeeze(a)) for a in frame_pixel_to_world(np.array([xc]),
-                                                                     np.array([yc])))
+    ra_c, dec_c = (
+        float(np.squeeze(a)) for a in frame_pixel_to_world(np.array([xc]), np.array([yc]))
+    )
     a0 = np.atleast_1d(np.asarray(ra0, dtype=np.float64)) * _DEG
     d0 = np.atleast_1d(np.asarray(dec0, dtype=np.float64)) * _DEG
     s = scale_arcsec / 3600.0

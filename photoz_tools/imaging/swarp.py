@@ -25,26 +25,60 @@ def swarp_binary() -> str:
     """The SWarp executable ($PZ_SWARP or `SWarp` on PATH), or a clear error."""
     exe = os.environ.get("PZ_SWARP") or shutil.which(SWARP) or shutil.which("swarp")
     if not exe:
-        raise PzError("--resampler swarp: SWarp is not installed (Debian/Ubuntu: apt-get "
-                      "install swarp); or use the default native resampler")
+        raise PzError(
+            "--resampler swarp: SWarp is not installed (Debian/Ubuntu: apt-get "
+            "install swarp); or use the default native resampler"
+        )
     return exe
 
 
-def swarp_command(frames: Sequence[str | os.PathLike], ra: float, dec: float, size: int,
-                  scale_arcsec: float, workdir: str | os.PathLike) -> list[str]:
+def swarp_command(
+    frames: Sequence[str | os.PathLike],
+    ra: float,
+    dec: float,
+    size: int,
+    scale_arcsec: float,
+    workdir: str | os.PathLike,
+) -> list[str]:
     """The argument list for one cutout (image and weight written into `workdir`)."""
     work = Path(workdir)
-    return [swarp_binary(), *(f"{Path(f)}[0]" for f in frames),
-            "-IMAGE_SIZE", str(size), "-CENTER_TYPE", "MANUAL",
-            "-CENTER", f"{ra:.10f},{dec:.10f}", "-PIXELSCALE_TYPE", "MANUAL",
-            "-PIXEL_SCALE", f"{scale_arcsec}", "-RESAMPLING_TYPE", "LANCZOS3",
-            "-SUBTRACT_BACK", "N", "-RESAMPLE_DIR", str(work), "-WRITE_XML", "N",
-            "-IMAGEOUT_NAME", str(work / "coadd.fits"),
-            "-WEIGHTOUT_NAME", str(work / "coadd.weight.fits"), "-VERBOSE_TYPE", "QUIET"]
+    return [
+        swarp_binary(),
+        *(f"{Path(f)}[0]" for f in frames),
+        "-IMAGE_SIZE",
+        str(size),
+        "-CENTER_TYPE",
+        "MANUAL",
+        "-CENTER",
+        f"{ra:.10f},{dec:.10f}",
+        "-PIXELSCALE_TYPE",
+        "MANUAL",
+        "-PIXEL_SCALE",
+        f"{scale_arcsec}",
+        "-RESAMPLING_TYPE",
+        "LANCZOS3",
+        "-SUBTRACT_BACK",
+        "N",
+        "-RESAMPLE_DIR",
+        str(work),
+        "-WRITE_XML",
+        "N",
+        "-IMAGEOUT_NAME",
+        str(work / "coadd.fits"),
+        "-WEIGHTOUT_NAME",
+        str(work / "coadd.weight.fits"),
+        "-VERBOSE_TYPE",
+        "QUIET",
+    ]
 
 
-def swarp_cutout(frames: Sequence[str | os.PathLike], ra: float, dec: float, size: int = 64,
-                 scale_arcsec: float = 0.396) -> tuple[np.ndarray, np.ndarray]:
+def swarp_cutout(
+    frames: Sequence[str | os.PathLike],
+    ra: float,
+    dec: float,
+    size: int = 64,
+    scale_arcsec: float = 0.396,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run SWarp on uncompressed frame files; returns (image, weight), each (size, size)."""
     import fitsio
 

@@ -66,8 +66,14 @@ class FrameRef:
 class FrameIndex:
     """Frame footprints (RA/Dec boxes) with a grid-hashed overlap search."""
 
-    def __init__(self, refs: Sequence[FrameRef], ra_min: np.ndarray, ra_max: np.ndarray,
-                 dec_min: np.ndarray, dec_max: np.ndarray) -> None:
+    def __init__(
+        self,
+        refs: Sequence[FrameRef],
+        ra_min: np.ndarray,
+        ra_max: np.ndarray,
+        dec_min: np.ndarray,
+        dec_max: np.ndarray,
+    ) -> None:
         self.refs = list(refs)
         self.ra_min = np.asarray(ra_min, dtype=np.float64) % 360.0
         self.ra_max = np.asarray(ra_max, dtype=np.float64) % 360.0
@@ -89,8 +95,10 @@ class FrameIndex:
         need = ["run", "camcol", "field", "ra_min", "ra_max", "dec_min", "dec_max"]
         missing = [c for c in need if c not in cols]
         if missing:
-            raise PzError(f"{name}: no column {missing[0]!r} (a frames table from "
-                          f"'pz-query frames' has {', '.join(need)}, rerun)")
+            raise PzError(
+                f"{name}: no column {missing[0]!r} (a frames table from "
+                f"'pz-query frames' has {', '.join(need)}, rerun)"
+            )
 
         def col(c):
             return np.asarray(table.column(cols[c]).to_numpy(zero_copy_only=False))
@@ -102,19 +110,25 @@ class FrameIndex:
         band_col = cols.get("band") or cols.get("filter")
         refs, sel = [], []
         for i in range(len(run)):
-            row_bands = (str(table.column(band_col)[i].as_py()).strip().lower()
-                         if band_col else bands)
+            row_bands = (
+                str(table.column(band_col)[i].as_py()).strip().lower() if band_col else bands
+            )
             for b in row_bands:
                 if b in bands:
-                    refs.append(FrameRef(b, int(run[i]), int(camcol[i]), int(fld[i]),
-                                         str(rerun[i]).strip()))
+                    refs.append(
+                        FrameRef(b, int(run[i]), int(camcol[i]), int(fld[i]), str(rerun[i]).strip())
+                    )
                     sel.append(i)
         sel_a = np.asarray(sel, dtype=int)
         return cls(refs, *(b[sel_a] for b in box))
 
     @classmethod
-    def from_directory(cls, folder: str | os.PathLike, bands: str = BANDS,
-                       cache_file: str | os.PathLike | None = None) -> FrameIndex:
+    def from_directory(
+        cls,
+        folder: str | os.PathLike,
+        bands: str = BANDS,
+        cache_file: str | os.PathLike | None = None,
+    ) -> FrameIndex:
         """Index every corrected frame under `folder` (any layout) from its HDU 0 header.
 
         Files that are not SDSS-like frames (psField, other tables) are skipped. With
@@ -131,8 +145,9 @@ class FrameIndex:
             except (OSError, ValueError):
                 cached = {}
         entries: dict[str, dict] = {}
-        for path in sorted(p for p in root.rglob("*") if p.is_file()
-                           and p.name.lower().endswith(_FRAME_SUFFIXES)):
+        for path in sorted(
+            p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(_FRAME_SUFFIXES)
+        ):
             st = path.stat()
             key = str(path.resolve())
             old = cached.get(key)
@@ -162,8 +177,10 @@ class FrameIndex:
             refs.append(FrameRef(e["band"], e["run"], e["camcol"], e["field"], e["rerun"], key))
             boxes.append((e["ra_min"], e["ra_max"], e["dec_min"], e["dec_max"]))
         if not refs:
-            raise PzError(f"--frames {folder}: no SDSS corrected frames found (frame-*.fits"
-                          "[.bz2|.gz] with a celestial WCS in HDU 0)")
+            raise PzError(
+                f"--frames {folder}: no SDSS corrected frames found (frame-*.fits"
+                "[.bz2|.gz] with a celestial WCS in HDU 0)"
+            )
         b = np.asarray(boxes, dtype=np.float64)
         return cls(refs, b[:, 0], b[:, 1], b[:, 2], b[:, 3])
 
@@ -174,9 +191,15 @@ class FrameIndex:
             cells: dict[tuple[int, int], list[int]] = defaultdict(list)
             ncell = int(round(360.0 / _CELL_DEG))
             boxes: dict[tuple[float, ...], list[int]] = defaultdict(list)
-            for i, box in enumerate(zip(self.ra_min.tolist(), self.ra_width.tolist(),
-                                        self.dec_min.tolist(), self.dec_max.tolist(),
-                                        strict=True)):
+            for i, box in enumerate(
+                zip(
+                    self.ra_min.tolist(),
+                    self.ra_width.tolist(),
+                    self.dec_min.tolist(),
+                    self.dec_max.tolist(),
+                    strict=True,
+                )
+            ):
                 boxes[box].append(i)  # the five bands of a field share one box
             for (ra_min, width, dec_min, dec_max), members in boxes.items():
                 d0 = int(np.floor((dec_min - 2 * MARGIN_DEG) / _CELL_DEG))
@@ -192,8 +215,9 @@ class FrameIndex:
             self._cells = dict(cells)
         return self._cells
 
-    def search(self, ra: Iterable[float], dec: Iterable[float],
-               margin_deg: float = MARGIN_DEG) -> list[list[int]]:
+    def search(
+        self, ra: Iterable[float], dec: Iterable[float], margin_deg: float = MARGIN_DEG
+    ) -> list[list[int]]:
         """For each position, the indices (into ``refs``) of frames whose box, grown by
         `margin_deg`, contains it."""
         if margin_deg > 2 * MARGIN_DEG:
@@ -202,8 +226,10 @@ class FrameIndex:
         ncell = int(round(360.0 / _CELL_DEG))
         ra_a = np.asarray(ra, dtype=float) % 360.0
         dec_a = np.asarray(dec, dtype=float)
-        cells = (np.floor(dec_a / _CELL_DEG).astype(np.int64) * ncell
-                 + np.floor(ra_a / _CELL_DEG).astype(np.int64) % ncell)
+        cells = (
+            np.floor(dec_a / _CELL_DEG).astype(np.int64) * ncell
+            + np.floor(ra_a / _CELL_DEG).astype(np.int64) % ncell
+        )
         out: list[list[int]] = [[] for _ in range(ra_a.size)]
         order = np.argsort(cells, kind="stable")
         bounds = np.flatnonzero(np.diff(cells[order])) + 1
@@ -238,15 +264,20 @@ def _read_header_bytes(path: Path) -> bytes:
     with raw:
         magic = raw.read(3)
         raw.seek(0)
-        f = bz2.open(raw) if magic == b"BZh" else gzip.open(raw) if magic[:2] == b"\x1f\x8b" \
+        f = (
+            bz2.open(raw)
+            if magic == b"BZh"
+            else gzip.open(raw)
+            if magic[:2] == b"\x1f\x8b"
             else raw
+        )
         out = b""
         while True:
             block = f.read(2880)
             if len(block) < 2880:
                 return out + block
             out += block
-            if any(block[i:i + 8] == b"END     " for i in range(0, 2880, 80)):
+            if any(block[i : i + 8] == b"END     " for i in range(0, 2880, 80)):
                 return out
             if len(out) > 2880 * 200:
                 return out
@@ -287,10 +318,17 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
     ra0 = float(ra[0])
     dra = (ra - ra0 + 180.0) % 360.0 - 180.0
     run, camcol, field = _identity(header, path.name)
-    return {"band": band, "run": run, "camcol": camcol, "field": field,
-            "rerun": str(header.get("RERUN", "301")).strip(),
-            "ra_min": (ra0 + float(dra.min())) % 360.0, "ra_max": (ra0 + float(dra.max())) % 360.0,
-            "dec_min": float(dec.min()), "dec_max": float(dec.max())}
+    return {
+        "band": band,
+        "run": run,
+        "camcol": camcol,
+        "field": field,
+        "rerun": str(header.get("RERUN", "301")).strip(),
+        "ra_min": (ra0 + float(dra.min())) % 360.0,
+        "ra_max": (ra0 + float(dra.max())) % 360.0,
+        "dec_min": float(dec.min()),
+        "dec_max": float(dec.max()),
+    }
 
 
 def _identity(header, name: str) -> tuple[int, int, int]:
@@ -308,8 +346,11 @@ def _identity(header, name: str) -> tuple[int, int, int]:
             from_name = None
     if from_name:
         return from_name
-    return (int(header.get("RUN", -1)), int(header.get("CAMCOL", -1)),
-            int(header.get("FIELD", header.get("FRAME", -1))))
+    return (
+        int(header.get("RUN", -1)),
+        int(header.get("CAMCOL", -1)),
+        int(header.get("FIELD", header.get("FRAME", -1))),
+    )
 
 
 def refs_to_json(refs: Sequence[FrameRef]) -> list[dict]:

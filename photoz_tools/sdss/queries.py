@@ -38,8 +38,17 @@ MGS_UNITS: dict[str, str] = {
 FRAMES_UNITS: dict[str, str] = {c: "deg" for c in ("ra_min", "ra_max", "dec_min", "dec_max")}
 
 # The frame index columns pz-cutout reads (documented contract).
-FRAMES_COLUMNS = ("fieldID", "run", "rerun", "camcol", "field",
-                  "ra_min", "ra_max", "dec_min", "dec_max")
+FRAMES_COLUMNS = (
+    "fieldID",
+    "run",
+    "rerun",
+    "camcol",
+    "field",
+    "ra_min",
+    "ra_max",
+    "dec_min",
+    "dec_max",
+)
 
 
 @dataclass(frozen=True)
@@ -86,22 +95,23 @@ class Box:
         dra = deg / max(cosd, 1e-3)
         if not self.wraps and self.ra_max - self.ra_min + 2 * dra >= 360.0:
             return Box(0.0, 360.0, dec_min, dec_max)
-        return Box((self.ra_min - dra) % 360.0, (self.ra_max + dra) % 360.0 or 360.0,
-                   dec_min, dec_max)
+        return Box(
+            (self.ra_min - dra) % 360.0, (self.ra_max + dra) % 360.0 or 360.0, dec_min, dec_max
+        )
 
 
 @dataclass(frozen=True)
 class MgsCuts:
     """The paper's Main Galaxy Sample cuts (Appendix A); each one an option of pz-query."""
 
-    r_max: float | None = 17.8      # dereddened Petrosian r <= r_max
-    r_min: float | None = None      # dereddened Petrosian r >= r_min
-    z_min: float | None = 0.0       # z > z_min (strict, as the paper's z > 0)
-    z_max: float | None = 0.4       # z <= z_max
+    r_max: float | None = 17.8  # dereddened Petrosian r <= r_max
+    r_min: float | None = None  # dereddened Petrosian r >= r_min
+    z_min: float | None = 0.0  # z > z_min (strict, as the paper's z > 0)
+    z_max: float | None = 0.4  # z <= z_max
     primtarget_min: int | None = 64  # galSpecInfo.primtarget >= 64 (MGS target bits)
     zwarning_zero: bool = True
-    science_only: bool = True       # targetType = 'SCIENCE', survey = 'sdss', class = 'GALAXY'
-    clean: bool = True              # PhotoObjAll.clean = 1 and insideMask = 0
+    science_only: bool = True  # targetType = 'SCIENCE', survey = 'sdss', class = 'GALAXY'
+    clean: bool = True  # PhotoObjAll.clean = 1 and insideMask = 0
     where: tuple[str, ...] = field(default_factory=tuple)  # extra user conditions
 
 
@@ -137,9 +147,15 @@ def mgs_select_list() -> list[str]:
     cols += [f"p.extinction_r / {R_OVER_EBV} AS ebv", "p.expAB_r AS ba"]
     cols += [f"p.psfFWHM_{b} AS psfFWHM_{b}" for b in BANDS]
     cols += [f"p.sky_{b} AS sky_{b}" for b in BANDS]
-    cols += ["p.run AS run", "p.rerun AS rerun", "p.camcol AS camcol", "p.field AS field",
-             "g.primtarget AS primtarget",
-             "pz.z AS zphot_b16", "pz.zErr AS zphot_b16_err"]
+    cols += [
+        "p.run AS run",
+        "p.rerun AS rerun",
+        "p.camcol AS camcol",
+        "p.field AS field",
+        "g.primtarget AS primtarget",
+        "pz.z AS zphot_b16",
+        "pz.zErr AS zphot_b16_err",
+    ]
     return [_compact(c) for c in cols]
 
 
@@ -181,15 +197,18 @@ def mgs_conditions(cuts: MgsCuts, box: Box | None = None) -> list[str]:
     return t
 
 
-MGS_FROM = ("SpecObjAll AS s\n"
-            "  JOIN PhotoObjAll AS p ON p.objID = s.bestObjID\n"
-            "  JOIN Photoz AS pz ON pz.objID = s.bestObjID\n"
-            "  JOIN galSpecInfo AS g ON g.specObjID = s.specObjID")
+MGS_FROM = (
+    "SpecObjAll AS s\n"
+    "  JOIN PhotoObjAll AS p ON p.objID = s.bestObjID\n"
+    "  JOIN Photoz AS pz ON pz.objID = s.bestObjID\n"
+    "  JOIN galSpecInfo AS g ON g.specObjID = s.specObjID"
+)
 MGS_KEY = ("s.specObjID", "specObjID")  # (SQL expression, output column) of the paging key
 
 
-def _assemble(top: int | None, select: list[str], from_: str, where: list[str],
-              order_by: str | None) -> str:
+def _assemble(
+    top: int | None, select: list[str], from_: str, where: list[str], order_by: str | None
+) -> str:
     head = "SELECT" + (f" TOP {int(top)}" if top is not None else "")
     sql = head + "\n  " + ",\n  ".join(select) + "\nFROM " + from_
     if where:
@@ -199,8 +218,12 @@ def _assemble(top: int | None, select: list[str], from_: str, where: list[str],
     return sql
 
 
-def mgs_sql(cuts: MgsCuts | None = None, box: Box | None = None, top: int | None = None,
-            after: int | None = None) -> str:
+def mgs_sql(
+    cuts: MgsCuts | None = None,
+    box: Box | None = None,
+    top: int | None = None,
+    after: int | None = None,
+) -> str:
     """The Appendix A selection; `top` and `after` (the last specObjID seen) make it one page."""
     cuts = cuts or MgsCuts()
     where = mgs_conditions(cuts, box)
@@ -218,8 +241,17 @@ def frames_sql(box: Box | None = None, top: int | None = None, after: int | None
     A field overlaps when its bounding box (Field.raMin..raMax, decMin..decMax) intersects the
     sky box; pz-cutout then tests each frame's WCS exactly.
     """
-    select = ["f.fieldID", "f.run", "f.rerun", "f.camcol", "f.field", "f.raMin AS ra_min",
-              "f.raMax AS ra_max", "f.decMin AS dec_min", "f.decMax AS dec_max"]
+    select = [
+        "f.fieldID",
+        "f.run",
+        "f.rerun",
+        "f.camcol",
+        "f.field",
+        "f.raMin AS ra_min",
+        "f.raMax AS ra_max",
+        "f.decMin AS dec_min",
+        "f.decMax AS dec_max",
+    ]
     where: list[str] = []
     if box is not None:
         # a field across RA = 0 has raMin > raMax: it covers [raMin, 360) and [0, raMax]
@@ -227,8 +259,10 @@ def frames_sql(box: Box | None = None, top: int | None = None, after: int | None
         if box.wraps:  # both contain RA = 0, so every field across it overlaps
             where.append(f"(f.raMin > f.raMax OR f.raMax >= {a} OR f.raMin <= {b})")
         elif box.ra_min > 0.0 or box.ra_max < 360.0:
-            where.append(f"((f.raMin <= f.raMax AND f.raMax >= {a} AND f.raMin <= {b})"
-                         f" OR (f.raMin > f.raMax AND (f.raMin <= {b} OR f.raMax >= {a})))")
+            where.append(
+                f"((f.raMin <= f.raMax AND f.raMax >= {a} AND f.raMin <= {b})"
+                f" OR (f.raMin > f.raMax AND (f.raMin <= {b} OR f.raMax >= {a})))"
+            )
         if box.dec_min > -90.0 or box.dec_max < 90.0:
             where += [f"f.decMax >= {_num(box.dec_min)}", f"f.decMin <= {_num(box.dec_max)}"]
     if after is not None:
@@ -255,7 +289,7 @@ _TOKEN = re.compile(
 def _safe_literal(lit: str) -> str:
     """Rewrite a literal holding ``--`` or a newline as a concatenation astroquery cannot cut."""
     prefix = "N" if lit.startswith("N") else ""
-    body = lit[len(prefix) + 1:-1]
+    body = lit[len(prefix) + 1 : -1]
     if "--" not in body and "\n" not in body and "\r" not in body:
         return lit
     pieces: list[str] = []

@@ -42,8 +42,10 @@ def _types(names: Iterable[str]) -> dict[str, pa.DataType]:
     return {n: (pa.int64() if n in _INT_COLUMNS else pa.float64()) for n in names}
 
 
-MGS_COLUMNS = tuple(item.rsplit(" AS ", 1)[1] if " AS " in item else item.split(".")[-1]
-                    for item in Q.mgs_select_list())
+MGS_COLUMNS = tuple(
+    item.rsplit(" AS ", 1)[1] if " AS " in item else item.split(".")[-1]
+    for item in Q.mgs_select_list()
+)
 
 
 def default_spool_root() -> Path:
@@ -73,15 +75,25 @@ class QueryJob:
     is safely written.
     """
 
-    def __init__(self, parts: Sequence[Part] | None, client: SkyServer, *,
-                 sql: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-                 limit: int | None = None, types: dict[str, pa.DataType] | None = None,
-                 units: dict[str, str] | None = None, spool: str | os.PathLike | None = None,
-                 description: str = "") -> None:
+    def __init__(
+        self,
+        parts: Sequence[Part] | None,
+        client: SkyServer,
+        *,
+        sql: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        limit: int | None = None,
+        types: dict[str, pa.DataType] | None = None,
+        units: dict[str, str] | None = None,
+        spool: str | os.PathLike | None = None,
+        description: str = "",
+    ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             # beyond it SkyServer truncates silently, and a short page reads as the last one
-            raise PzUsageError(f"--page-size must be within 1..{MAX_PAGE_SIZE:,} (SkyServer "
-                               "returns at most that many rows per query)")
+            raise PzUsageError(
+                f"--page-size must be within 1..{MAX_PAGE_SIZE:,} (SkyServer "
+                "returns at most that many rows per query)"
+            )
         if limit is not None and limit < 0:
             raise PzUsageError("--limit must be >= 0")
         self.parts = list(parts or [])
@@ -94,9 +106,17 @@ class QueryJob:
         self.description = description
         shown = sql if sql is not None else self.parts[0].build(None, None) if self.parts else ""
         self.shown_sql = shown
-        ident = json.dumps({"url": client.url, "release": client.release, "sql": sql,
-                            "parts": [p.build(page_size, None) for p in self.parts],
-                            "page_size": page_size, "limit": limit}, sort_keys=True)
+        ident = json.dumps(
+            {
+                "url": client.url,
+                "release": client.release,
+                "sql": sql,
+                "parts": [p.build(page_size, None) for p in self.parts],
+                "page_size": page_size,
+                "limit": limit,
+            },
+            sort_keys=True,
+        )
         self.key = hashlib.sha256(ident.encode()).hexdigest()
         root = Path(spool) if spool is not None else default_spool_root() / self.key[:20]
         self.spool = root.absolute()
@@ -106,8 +126,10 @@ class QueryJob:
     def _prepare(self, fresh: bool, log: Callable[[str], None]) -> None:
         manifest = self.spool / "manifest.json"
         if self.spool.exists() and any(self.spool.iterdir()) and not _is_spool(self.spool):
-            raise PzError(f"--spool {self.spool}: the folder holds other files, not pz-query's "
-                          "pages; give a new or empty folder")
+            raise PzError(
+                f"--spool {self.spool}: the folder holds other files, not pz-query's "
+                "pages; give a new or empty folder"
+            )
         if fresh and self.spool.exists():
             shutil.rmtree(self.spool)
         if manifest.exists():
@@ -120,9 +142,18 @@ class QueryJob:
                 shutil.rmtree(self.spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         if not manifest.exists():
-            _atomic_write(manifest, json.dumps({"format": SPOOL_FORMAT, "key": self.key,
-                                                "sql": self.shown_sql, "url": self.client.url,
-                                                "release": self.client.release}).encode())
+            _atomic_write(
+                manifest,
+                json.dumps(
+                    {
+                        "format": SPOOL_FORMAT,
+                        "key": self.key,
+                        "sql": self.shown_sql,
+                        "url": self.client.url,
+                        "release": self.client.release,
+                    }
+                ).encode(),
+            )
 
     def _pages(self, part: str) -> list[Path]:
         return sorted(self.spool.glob(f"{part}-p*.parquet"))
@@ -151,14 +182,24 @@ class QueryJob:
         return pa.table(cols, names=table.column_names)
 
     # fetching
-    def run(self, *, fresh: bool = False, log: Callable[[str], None] | None = None,
-            on_rows: Callable[[int], None] | None = None) -> pa.Table:
+    def run(
+        self,
+        *,
+        fresh: bool = False,
+        log: Callable[[str], None] | None = None,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> pa.Table:
         """Fetch what the spool lacks and return the whole result (with units metadata)."""
         self.fetch(fresh=fresh, log=log, on_rows=on_rows)
         return self.read()
 
-    def fetch(self, *, fresh: bool = False, log: Callable[[str], None] | None = None,
-              on_rows: Callable[[int], None] | None = None) -> int:
+    def fetch(
+        self,
+        *,
+        fresh: bool = False,
+        log: Callable[[str], None] | None = None,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
         """Fetch the pages the spool lacks (resuming); returns the total row count."""
         log = log or (lambda msg: None)
         self.spool.parent.mkdir(parents=True, exist_ok=True)
@@ -242,10 +283,17 @@ class QueryJob:
             schema = pa.unify_schemas(schemas, promote_options="permissive")
         else:
             schema = pa.schema([(n, t) for n, t in self.types.items()])
-        fields = [f.with_metadata({"unit": self.units[f.name]}) if f.name in self.units
-                  else f.remove_metadata() for f in schema]
-        meta = {"pz_sdss_release": str(self.client.release), "pz_skyserver_url": self.client.url,
-                "pz_query_sql": self.shown_sql}
+        fields = [
+            f.with_metadata({"unit": self.units[f.name]})
+            if f.name in self.units
+            else f.remove_metadata()
+            for f in schema
+        ]
+        meta = {
+            "pz_sdss_release": str(self.client.release),
+            "pz_skyserver_url": self.client.url,
+            "pz_query_sql": self.shown_sql,
+        }
         if self.description:
             meta["pz_query"] = self.description
         return pa.schema(fields, metadata=meta)
@@ -265,8 +313,9 @@ class QueryJob:
         import pyarrow as pa
 
         schema = self.schema()
-        return pa.Table.from_batches([b for t in self.iter_tables() for b in t.to_batches()],
-                                     schema=schema)
+        return pa.Table.from_batches(
+            [b for t in self.iter_tables() for b in t.to_batches()], schema=schema
+        )
 
     def cleanup(self) -> None:
         """Remove the spool folder (call once the result is safely written)."""
@@ -301,8 +350,10 @@ def _locked(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise PzError(f"another pz-query is fetching this query into {path.with_suffix('')};"
-                          " wait for it, or give --spool another folder") from None
+            raise PzError(
+                f"another pz-query is fetching this query into {path.with_suffix('')};"
+                " wait for it, or give --spool another folder"
+            ) from None
         try:
             yield
         finally:
@@ -324,47 +375,101 @@ def _as_box(box: Any) -> Q.Box | None:
         raise PzUsageError(str(exc)) from None
 
 
-def _client(url: str | None, release: int, timeout: float, retries: int, backoff: float,
-            log: Callable[[str], None] | None) -> SkyServer:
-    return SkyServer(url=url or os.environ.get("PZ_SKYSERVER_URL") or DEFAULT_URL,
-                     release=release, timeout=timeout, retries=retries, backoff=backoff, log=log)
+def _client(
+    url: str | None,
+    release: int,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    log: Callable[[str], None] | None,
+) -> SkyServer:
+    return SkyServer(
+        url=url or os.environ.get("PZ_SKYSERVER_URL") or DEFAULT_URL,
+        release=release,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        log=log,
+    )
 
 
-def plan_query(sql: str | None = None, *, release: int = DEFAULT_RELEASE, url: str | None = None,
-               r_max: float | None = 17.8, r_min: float | None = None,
-               z_min: float | None = 0.0, z_max: float | None = 0.4,
-               primtarget_min: int | None = 64, where: str | Sequence[str] | None = None,
-               box: Any = None, limit: int | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-               retries: int = 5, backoff: float = 2.0, timeout: float = 300.0,
-               spool: str | os.PathLike | None = None,
-               log: Callable[[str], None] | None = None) -> QueryJob:
+def plan_query(
+    sql: str | None = None,
+    *,
+    release: int = DEFAULT_RELEASE,
+    url: str | None = None,
+    r_max: float | None = 17.8,
+    r_min: float | None = None,
+    z_min: float | None = 0.0,
+    z_max: float | None = 0.4,
+    primtarget_min: int | None = 64,
+    where: str | Sequence[str] | None = None,
+    box: Any = None,
+    limit: int | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 300.0,
+    spool: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> QueryJob:
     """The :class:`QueryJob` behind :func:`query` (the CLI runs it, writes, then cleans up)."""
     client = _client(url, release, timeout, retries, backoff, log)
     if sql is not None:
-        return QueryJob(None, client, sql=sql, spool=spool, units=_units_for_any(),
-                        description="sql")
+        return QueryJob(
+            None, client, sql=sql, spool=spool, units=_units_for_any(), description="sql"
+        )
     wheres = (where,) if isinstance(where, str) else tuple(where or ())
-    cuts = Q.MgsCuts(r_max=r_max, r_min=r_min, z_min=z_min, z_max=z_max,
-                     primtarget_min=primtarget_min, where=wheres)
+    cuts = Q.MgsCuts(
+        r_max=r_max,
+        r_min=r_min,
+        z_min=z_min,
+        z_max=z_max,
+        primtarget_min=primtarget_min,
+        where=wheres,
+    )
     skybox = _as_box(box)
-    part = Part("mgs", lambda top, after: Q.mgs_sql(cuts, skybox, top, after), "specObjID",
-                until_empty=True)
-    return QueryJob([part], client, page_size=page_size, limit=limit,
-                    types=_types(MGS_COLUMNS), units=Q.MGS_UNITS, spool=spool,
-                    description="mgs")
+    part = Part(
+        "mgs", lambda top, after: Q.mgs_sql(cuts, skybox, top, after), "specObjID", until_empty=True
+    )
+    return QueryJob(
+        [part],
+        client,
+        page_size=page_size,
+        limit=limit,
+        types=_types(MGS_COLUMNS),
+        units=Q.MGS_UNITS,
+        spool=spool,
+        description="mgs",
+    )
 
 
 def _units_for_any() -> dict[str, str]:
     return {**Q.MGS_UNITS, **Q.FRAMES_UNITS}
 
 
-def query(sql: str | None = None, *, release: int = DEFAULT_RELEASE, url: str | None = None,
-          r_max: float | None = 17.8, r_min: float | None = None, z_min: float | None = 0.0,
-          z_max: float | None = 0.4, primtarget_min: int | None = 64,
-          where: str | Sequence[str] | None = None, box: Any = None, limit: int | None = None,
-          page_size: int = DEFAULT_PAGE_SIZE, retries: int = 5, backoff: float = 2.0,
-          timeout: float = 300.0, spool: str | os.PathLike | None = None, fresh: bool = False,
-          keep_spool: bool = False, log: Callable[[str], None] | None = None) -> pa.Table:
+def query(
+    sql: str | None = None,
+    *,
+    release: int = DEFAULT_RELEASE,
+    url: str | None = None,
+    r_max: float | None = 17.8,
+    r_min: float | None = None,
+    z_min: float | None = 0.0,
+    z_max: float | None = 0.4,
+    primtarget_min: int | None = 64,
+    where: str | Sequence[str] | None = None,
+    box: Any = None,
+    limit: int | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 300.0,
+    spool: str | os.PathLike | None = None,
+    fresh: bool = False,
+    keep_spool: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> pa.Table:
     """The SDSS Main Galaxy Sample of Pasquet et al. 2019 (or any `sql`) as an Arrow table.
 
     Parameters
@@ -383,10 +488,25 @@ def query(sql: str | None = None, *, release: int = DEFAULT_RELEASE, url: str | 
     spool : the resume folder (default: in the user cache, named by the query's hash)
     fresh : ignore pages spooled by an earlier, interrupted run
     """
-    job = plan_query(sql, release=release, url=url, r_max=r_max, r_min=r_min, z_min=z_min,
-                     z_max=z_max, primtarget_min=primtarget_min, where=where, box=box,
-                     limit=limit, page_size=page_size, retries=retries, backoff=backoff,
-                     timeout=timeout, spool=spool, log=log)
+    job = plan_query(
+        sql,
+        release=release,
+        url=url,
+        r_max=r_max,
+        r_min=r_min,
+        z_min=z_min,
+        z_max=z_max,
+        primtarget_min=primtarget_min,
+        where=where,
+        box=box,
+        limit=limit,
+        page_size=page_size,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        spool=spool,
+        log=log,
+    )
     table = job.run(fresh=fresh, log=log)
     if not keep_spool:
         job.cleanup()
@@ -408,8 +528,7 @@ def cover_cells(ra: np.ndarray, dec: np.ndarray, cell: float) -> set[tuple[int, 
     return set(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def boxes_from_cells(cells: Iterable[tuple[int, int]], cell: float,
-                     margin: float) -> list[Q.Box]:
+def boxes_from_cells(cells: Iterable[tuple[int, int]], cell: float, margin: float) -> list[Q.Box]:
     """Sky boxes covering the cells: consecutive cells of a dec row merged, grown by `margin`."""
     rows: dict[int, list[int]] = {}
     for i, j in cells:
@@ -445,19 +564,36 @@ ra_min, ra_max, dec_min, dec_max (deg): the field's bounding box (Field.raMin ..
 ra_min > ra_max for a field across RA = 0."""
 
 
-def plan_frames(box: Any = None, *, boxes: Sequence[Q.Box] | None = None,
-                release: int = DEFAULT_RELEASE, url: str | None = None,
-                page_size: int = DEFAULT_PAGE_SIZE, retries: int = 5, backoff: float = 2.0,
-                timeout: float = 300.0, spool: str | os.PathLike | None = None,
-                log: Callable[[str], None] | None = None) -> QueryJob:
+def plan_frames(
+    box: Any = None,
+    *,
+    boxes: Sequence[Q.Box] | None = None,
+    release: int = DEFAULT_RELEASE,
+    url: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 300.0,
+    spool: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> QueryJob:
     """The :class:`QueryJob` behind :func:`query_frames` (one paged part per sky box)."""
     client = _client(url, release, timeout, retries, backoff, log)
     if boxes is None:
         boxes = [_as_box(box)] if box is not None else [None]  # type: ignore[list-item]
-    parts = [Part(f"box{k:05d}", (lambda top, after, b=b: Q.frames_sql(b, top, after)),
-                  "fieldID") for k, b in enumerate(boxes)]
-    return QueryJob(parts, client, page_size=page_size, types=_types(Q.FRAMES_COLUMNS),
-                    units=Q.FRAMES_UNITS, spool=spool, description="frames")
+    parts = [
+        Part(f"box{k:05d}", (lambda top, after, b=b: Q.frames_sql(b, top, after)), "fieldID")
+        for k, b in enumerate(boxes)
+    ]
+    return QueryJob(
+        parts,
+        client,
+        page_size=page_size,
+        types=_types(Q.FRAMES_COLUMNS),
+        units=Q.FRAMES_UNITS,
+        spool=spool,
+        description="frames",
+    )
 
 
 def unique_frames(table: pa.Table) -> pa.Table:
@@ -474,13 +610,24 @@ def unique_frames(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def query_frames(box: Any = None, *, ra: Any = None, dec: Any = None, cell: float = 1.0,
-                 margin_arcsec: float = 60.0, release: int = DEFAULT_RELEASE,
-                 url: str | None = None, page_size: int = DEFAULT_PAGE_SIZE, retries: int = 5,
-                 backoff: float = 2.0, timeout: float = 300.0,
-                 spool: str | os.PathLike | None = None, fresh: bool = False,
-                 keep_spool: bool = False,
-                 log: Callable[[str], None] | None = None) -> pa.Table:
+def query_frames(
+    box: Any = None,
+    *,
+    ra: Any = None,
+    dec: Any = None,
+    cell: float = 1.0,
+    margin_arcsec: float = 60.0,
+    release: int = DEFAULT_RELEASE,
+    url: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 300.0,
+    spool: str | os.PathLike | None = None,
+    fresh: bool = False,
+    keep_spool: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> pa.Table:
     """The frame index for a sky `box`, or for the sky covered by positions `ra`, `dec` (deg).
 
     Positions are gathered into `cell`-degree cells, merged into boxes per declination row and
@@ -494,8 +641,18 @@ def query_frames(box: Any = None, *, ra: Any = None, dec: Any = None, cell: floa
         boxes = boxes_from_cells(cover_cells(ra, dec, cell), cell, margin_arcsec / 3600.0)
         if not boxes:
             raise PzError("no finite ra/dec positions to cover")
-    job = plan_frames(box, boxes=boxes, release=release, url=url, page_size=page_size,
-                      retries=retries, backoff=backoff, timeout=timeout, spool=spool, log=log)
+    job = plan_frames(
+        box,
+        boxes=boxes,
+        release=release,
+        url=url,
+        page_size=page_size,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        spool=spool,
+        log=log,
+    )
     table = unique_frames(job.run(fresh=fresh, log=log))
     if not keep_spool:
         job.cleanup()

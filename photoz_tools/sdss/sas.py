@@ -39,8 +39,14 @@ def default_cache_dir() -> Path:
 class SasClient:
     """Frames from a SAS base URL, through a cache folder that mirrors the SAS layout."""
 
-    def __init__(self, base_url: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 retries: int = 4, timeout: float = 60.0, backoff: float = 1.0) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        retries: int = 4,
+        timeout: float = 60.0,
+        backoff: float = 1.0,
+    ) -> None:
         self.base_url = (base_url or DEFAULT_SAS_URL).rstrip("/")
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.retries = retries
@@ -94,20 +100,28 @@ class SasClient:
                 return data, fits_bytes
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
-                    raise FetchError(f"{url}: not found (HTTP 404); check --sas-url and the "
-                                     "frames table") from exc
+                    raise FetchError(
+                        f"{url}: not found (HTTP 404); check --sas-url and the frames table"
+                    ) from exc
                 last = f"HTTP {exc.code}"
                 if exc.code < 500 and exc.code != 429:
                     break
             except IncompleteRead as exc:
                 last = f"truncated body ({len(exc.partial)} bytes, {exc.expected} missing)"
-            except (HTTPException, urllib.error.URLError, TimeoutError,
-                    ConnectionError, OSError) as exc:
+            except (
+                HTTPException,
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                OSError,
+            ) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except FrameError as exc:
                 last = str(exc)
-        raise FetchError(f"{url}: download failed after {self.retries + 1} tries ({last}); "
-                         "check the network or --sas-url, then rerun (finished work is kept)")
+        raise FetchError(
+            f"{url}: download failed after {self.retries + 1} tries ({last}); "
+            "check the network or --sas-url, then rerun (finished work is kept)"
+        )
 
 
 def verify_frame_bytes(data: bytes, name: str) -> bytes:

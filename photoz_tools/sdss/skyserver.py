@@ -66,8 +66,11 @@ def check_body(text: str, content_type: str = "") -> None:
         raise _Retryable(f"an HTML page instead of a table ({words[:150]})")
     if first.startswith("#Table") or _HEADER_LINE.match(first):
         lines = head.split("\n", 2)
-        header = first if not first.startswith("#Table") else (
-            lines[1].strip() if len(lines) > 1 else "")
+        header = (
+            first
+            if not first.startswith("#Table")
+            else (lines[1].strip() if len(lines) > 1 else "")
+        )
         if "error_message" in head[:2000] or header.lower() in ("error", "errors"):
             raise _Retryable("an error message: " + " ".join(head[:200].split()), answer=True)
         return
@@ -112,10 +115,17 @@ class SkyServer:
     log : called with a one-line message before each retry
     """
 
-    def __init__(self, url: str = DEFAULT_URL, release: int = DEFAULT_RELEASE,
-                 timeout: float = 300.0, retries: int = 5, backoff: float = 2.0,
-                 max_backoff: float = 120.0, log: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        release: int = DEFAULT_RELEASE,
+        timeout: float = 300.0,
+        retries: int = 5,
+        backoff: float = 2.0,
+        max_backoff: float = 120.0,
+        log: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
         self.url = url.rstrip("/")
@@ -143,23 +153,29 @@ class SkyServer:
         self.requests_made += 1
         try:
             with conf.set_temp("skyserver_baseurl", self.url):
-                response = SDSS.query_sql_async(sql, timeout=self.timeout,
-                                                data_release=self.release, cache=False)
+                response = SDSS.query_sql_async(
+                    sql, timeout=self.timeout, data_release=self.release, cache=False
+                )
             status = response.status_code
             if status >= 500 or status in (408, 429):
                 raise _Retryable(f"HTTP {status} {response.reason or ''}".strip())
             if status >= 400:
                 raise SkyServerError(
                     f"SkyServer answered HTTP {status} {response.reason or ''} at {response.url}:"
-                    " check --url and --release")
+                    " check --url and --release"
+                )
             text = response.text
         except requests.exceptions.Timeout:
             raise _Retryable(f"no answer within {self.timeout:g} s (timeout)") from None
         except requests.exceptions.ConnectionError as exc:
             text = str(exc)
-            reason = ("connection refused" if "refused" in text.lower() else
-                      "connection dropped" if "Aborted" in text or "closed" in text else
-                      "connection failed")
+            reason = (
+                "connection refused"
+                if "refused" in text.lower()
+                else "connection dropped"
+                if "Aborted" in text or "closed" in text
+                else "connection failed"
+            )
             raise _Retryable(f"{reason} ({type(exc).__name__})") from None
         except requests.exceptions.RequestException as exc:  # ChunkedEncodingError, ...
             raise _Retryable(f"broken answer ({type(exc).__name__}: {exc})") from None
@@ -183,8 +199,10 @@ class SkyServer:
         from urllib.parse import quote_plus
 
         if len(quote_plus(clean)) > 1900:  # astroquery sends it in the URL
-            self.log(f"the SQL takes {len(quote_plus(clean))} bytes in the URL; servers may "
-                     "refuse query strings over 2048 bytes (HTTP 404/414): shorten it")
+            self.log(
+                f"the SQL takes {len(quote_plus(clean))} bytes in the URL; servers may "
+                "refuse query strings over 2048 bytes (HTTP 404/414): shorten it"
+            )
         last = ""
         answer = False
         for attempt in range(self.retries + 1):
@@ -199,11 +217,15 @@ class SkyServer:
                 self.log(f"SkyServer: {last}; retry {attempt + 1}/{self.retries} in {wait:.3g} s")
                 self.sleep(wait)
         n = self.retries + 1
-        hint = ("check the SQL (or retry later if SkyServer is overloaded)" if answer
-                else "try again later or raise --retries/--timeout")
+        hint = (
+            "check the SQL (or retry later if SkyServer is overloaded)"
+            if answer
+            else "try again later or raise --retries/--timeout"
+        )
         raise SkyServerError(
             f"SkyServer query failed after {n} attempt{'s' if n > 1 else ''}, last with {last} "
-            f"from {self.url} (DR{self.release}): {hint}")
+            f"from {self.url} (DR{self.release}): {hint}"
+        )
 
 
 def _empty_from_header(text: str) -> pa.Table:

@@ -92,7 +92,7 @@ def _tokenize(sql: str) -> list[_Tok]:
     while pos < len(sql):
         m = _TOKENS.match(sql, pos)
         if m is None:
-            raise SQLError(f"Incorrect syntax near '{sql[pos:pos + 10]}'.")
+            raise SQLError(f"Incorrect syntax near '{sql[pos : pos + 10]}'.")
         pos = m.end()
         kind = m.lastgroup
         if kind is None:
@@ -101,7 +101,7 @@ def _tokenize(sql: str) -> list[_Tok]:
         if kind == "num":
             value: Any = float(text) if any(c in text for c in ".eE") else int(text)
         elif kind == "str":
-            value = text[text.index("'") + 1:-1].replace("''", "'")
+            value = text[text.index("'") + 1 : -1].replace("''", "'")
         elif kind == "ident":
             value = text.strip('[]"')
         else:
@@ -110,9 +110,37 @@ def _tokenize(sql: str) -> list[_Tok]:
     return toks
 
 
-_KEYWORDS = {"select", "top", "distinct", "from", "where", "order", "by", "as", "and", "or",
-             "not", "join", "inner", "left", "right", "outer", "cross", "on", "between", "in",
-             "is", "null", "asc", "desc", "into", "group", "having", "union", "like"}
+_KEYWORDS = {
+    "select",
+    "top",
+    "distinct",
+    "from",
+    "where",
+    "order",
+    "by",
+    "as",
+    "and",
+    "or",
+    "not",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "outer",
+    "cross",
+    "on",
+    "between",
+    "in",
+    "is",
+    "null",
+    "asc",
+    "desc",
+    "into",
+    "group",
+    "having",
+    "union",
+    "like",
+}
 
 # --------------------------------------------------------------------------- SQL: parser
 
@@ -154,8 +182,10 @@ class _Parser:
     def expect_kw(self, word: str) -> None:
         if not self.is_kw(word):
             t = self.peek()
-            raise SQLError(f"Incorrect syntax near '{t.text if t else 'end of query'}'"
-                           f" (expected {word.upper()}).")
+            raise SQLError(
+                f"Incorrect syntax near '{t.text if t else 'end of query'}'"
+                f" (expected {word.upper()})."
+            )
         self.i += 1
 
     def expect_op(self, op: str) -> None:
@@ -236,8 +266,16 @@ class _Parser:
             self.i += 1
             return ("star", None), None
         t0, t1, t2 = self.peek(), self.peek(1), self.peek(2)
-        if (t0 and t0.kind == "ident" and t1 and t1.kind == "op" and t1.value == "."
-                and t2 and t2.kind == "op" and t2.value == "*"):
+        if (
+            t0
+            and t0.kind == "ident"
+            and t1
+            and t1.kind == "op"
+            and t1.value == "."
+            and t2
+            and t2.kind == "op"
+            and t2.value == "*"
+        ):
             self.i += 3
             return ("star", t0.value.lower()), None
         e = self.expr()
@@ -245,8 +283,11 @@ class _Parser:
         if self.is_kw("as"):
             self.i += 1
             alias = self.next().value
-        elif (self.peek() is not None and self.peek().kind in ("ident", "str")
-              and self.peek().value.lower() not in _KEYWORDS):
+        elif (
+            self.peek() is not None
+            and self.peek().kind in ("ident", "str")
+            and self.peek().value.lower() not in _KEYWORDS
+        ):
             alias = self.next().value
         return e, alias
 
@@ -262,8 +303,11 @@ class _Parser:
         if self.is_kw("as"):
             self.i += 1
             alias = self.next().value
-        elif self.peek() is not None and self.peek().kind == "ident" \
-                and self.peek().value.lower() not in _KEYWORDS:
+        elif (
+            self.peek() is not None
+            and self.peek().kind == "ident"
+            and self.peek().value.lower() not in _KEYWORDS
+        ):
             alias = self.next().value
         return name.lower(), alias.lower()
 
@@ -393,10 +437,19 @@ def parse_sql(sql: str) -> Select:
 
 
 _VIEW = {  # SkyServer table -> the view it is on the catalogue
-    "specobjall": "spec", "specobj": "spec", "specphotoall": "spec", "specphoto": "spec",
-    "photoobjall": "photo", "photoobj": "photo", "photoprimary": "photo", "galaxy": "photo",
-    "photoz": "photoz", "galspecinfo": "galspec", "galspecline": "galspec",
-    "field": "field", "frame": "field",
+    "specobjall": "spec",
+    "specobj": "spec",
+    "specphotoall": "spec",
+    "specphoto": "spec",
+    "photoobjall": "photo",
+    "photoobj": "photo",
+    "photoprimary": "photo",
+    "galaxy": "photo",
+    "photoz": "photoz",
+    "galspecinfo": "galspec",
+    "galspecline": "galspec",
+    "field": "field",
+    "frame": "field",
 }
 
 
@@ -454,14 +507,17 @@ class Dataset:
     def __init__(self, catalog: Any = None, fields: Any = None) -> None:
         self.catalog = _as_columns(catalog)
         if not self.catalog:  # no catalogue: SkyServer's tables, empty
-            self.catalog = {c: np.array([], dtype=np.int64 if c.endswith("ID") else float)
-                            for c in ("specObjID", "objID", "ra", "dec", "z")}
+            self.catalog = {
+                c: np.array([], dtype=np.int64 if c.endswith("ID") else float)
+                for c in ("specObjID", "objID", "ra", "dec", "z")
+            }
         self.cat = _lower_map(self.catalog)
         self.n = len(next(iter(self.cat.values())))
         self.fields = _as_columns(fields)
         if not self.fields:  # no frames: an empty Field table
-            self.fields = {c: np.array([], dtype=float if "_" in c else np.int64)
-                           for c in FRAMES_COLUMNS}
+            self.fields = {
+                c: np.array([], dtype=float if "_" in c else np.int64) for c in FRAMES_COLUMNS
+            }
         self.fld = _lower_map(self.fields)
         self.nf = len(next(iter(self.fld.values()))) if self.fld else 0
         self._derived: dict[tuple[str, str], np.ndarray | None] = {}
@@ -487,41 +543,56 @@ class Dataset:
     def _view_column(self, view: str, col: str) -> np.ndarray | None:
         g = self._get
         if view == "spec":
-            m = {"specobjid": lambda: g("specobjid"),
-                 "bestobjid": lambda: g("bestobjid", "objid"),
-                 "z": lambda: g("z", "redshift"), "zerr": lambda: g("zerr"),
-                 "zwarning": lambda: g("zwarning") if g("zwarning") is not None
-                 else self._full(0),
-                 "class": lambda: g("class") if g("class") is not None else self._full("GALAXY"),
-                 "survey": lambda: g("survey") if g("survey") is not None else self._full("sdss"),
-                 "targettype": lambda: g("targettype") if g("targettype") is not None
-                 else self._full("SCIENCE")}
+            m = {
+                "specobjid": lambda: g("specobjid"),
+                "bestobjid": lambda: g("bestobjid", "objid"),
+                "z": lambda: g("z", "redshift"),
+                "zerr": lambda: g("zerr"),
+                "zwarning": lambda: g("zwarning") if g("zwarning") is not None else self._full(0),
+                "class": lambda: g("class") if g("class") is not None else self._full("GALAXY"),
+                "survey": lambda: g("survey") if g("survey") is not None else self._full("sdss"),
+                "targettype": lambda: (
+                    g("targettype") if g("targettype") is not None else self._full("SCIENCE")
+                ),
+            }
         elif view == "photo":
-            m = {"objid": lambda: g("objid", "bestobjid"),
-                 "clean": lambda: g("clean") if g("clean") is not None else self._full(1),
-                 "insidemask": lambda: g("insidemask") if g("insidemask") is not None
-                 else self._full(0),
-                 "rerun": lambda: g("rerun") if g("rerun") is not None else self._full(301),
-                 "expab_r": lambda: g("expab_r", "ba"),
-                 "run": lambda: g("run"), "camcol": lambda: g("camcol"),
-                 "field": lambda: g("field")}
+            m = {
+                "objid": lambda: g("objid", "bestobjid"),
+                "clean": lambda: g("clean") if g("clean") is not None else self._full(1),
+                "insidemask": lambda: (
+                    g("insidemask") if g("insidemask") is not None else self._full(0)
+                ),
+                "rerun": lambda: g("rerun") if g("rerun") is not None else self._full(301),
+                "expab_r": lambda: g("expab_r", "ba"),
+                "run": lambda: g("run"),
+                "camcol": lambda: g("camcol"),
+                "field": lambda: g("field"),
+            }
             for b in BANDS:
-                m[f"extinction_{b}"] = (lambda b=b: g(f"extinction_{b}") if f"extinction_{b}"
-                                        in self.cat else (None if self._ebv() is None else
-                                                          self._ebv() * EXTINCTION_COEFFS[b]))
-                m[f"petromag_{b}"] = (lambda b=b: g(f"petromag_{b}") if f"petromag_{b}"
-                                      in self.cat else self._dered_plus_ext(b))
+                m[f"extinction_{b}"] = lambda b=b: (
+                    g(f"extinction_{b}")
+                    if f"extinction_{b}" in self.cat
+                    else (None if self._ebv() is None else self._ebv() * EXTINCTION_COEFFS[b])
+                )
+                m[f"petromag_{b}"] = lambda b=b: (
+                    g(f"petromag_{b}") if f"petromag_{b}" in self.cat else self._dered_plus_ext(b)
+                )
                 m[f"petromagerr_{b}"] = lambda b=b: g(f"petromagerr_{b}", f"dered_petro_err_{b}")
                 m[f"psffwhm_{b}"] = lambda b=b: g(f"psffwhm_{b}")
                 m[f"sky_{b}"] = lambda b=b: g(f"sky_{b}")
         elif view == "photoz":
-            m = {"objid": lambda: g("objid", "bestobjid"),
-                 "z": lambda: g("zphot_b16", "photoz_z"),
-                 "zerr": lambda: g("zphot_b16_err", "photoz_zerr")}
+            m = {
+                "objid": lambda: g("objid", "bestobjid"),
+                "z": lambda: g("zphot_b16", "photoz_z"),
+                "zerr": lambda: g("zphot_b16_err", "photoz_zerr"),
+            }
         elif view == "galspec":
-            m = {"specobjid": lambda: g("specobjid"),
-                 "primtarget": lambda: g("primtarget") if g("primtarget") is not None
-                 else self._full(64)}
+            m = {
+                "specobjid": lambda: g("specobjid"),
+                "primtarget": lambda: (
+                    g("primtarget") if g("primtarget") is not None else self._full(64)
+                ),
+            }
         else:
             m = {}
         fn = m.get(col)
@@ -546,16 +617,19 @@ class Dataset:
             return self._derived[key]
         if view == "field":
             g = self.fld.get
-            alt = {"ramin": "ra_min", "ramax": "ra_max", "decmin": "dec_min",
-                   "decmax": "dec_max"}
+            alt = {"ramin": "ra_min", "ramax": "ra_max", "decmin": "dec_min", "decmax": "dec_max"}
             arr = g(col)
             if arr is None and col in alt:
                 arr = g(alt[col])
             if arr is None and col == "rerun" and self.nf:
                 arr = np.full(self.nf, 301)
             if arr is None and col == "fieldid" and "run" in self.fld:
-                arr = field_id(self.fld["run"], self.column("field", "rerun"),
-                               self.fld["camcol"], self.fld["field"])
+                arr = field_id(
+                    self.fld["run"],
+                    self.column("field", "rerun"),
+                    self.fld["camcol"],
+                    self.fld["field"],
+                )
         else:
             arr = self._view_column(view, col)
             if arr is None:
@@ -564,16 +638,27 @@ class Dataset:
         return arr
 
 
-_NULLABLE = {"zerr", "z", "expab_r", "run", "camcol", "field",
-             *(f"{p}_{b}" for p in ("petromag", "extinction", "petromagerr", "psffwhm", "sky")
-               for b in BANDS)}
+_NULLABLE = {
+    "zerr",
+    "z",
+    "expab_r",
+    "run",
+    "camcol",
+    "field",
+    *(
+        f"{p}_{b}"
+        for p in ("petromag", "extinction", "petromagerr", "psffwhm", "sky")
+        for b in BANDS
+    ),
+}
 
 
 def field_id(run: Any, rerun: Any, camcol: Any, fld: Any, sky_version: int = 2) -> np.ndarray:
     """SkyServer's fieldID bit packing (skyVersion, rerun, run, camcol, field)."""
     run, rerun, camcol, fld = (np.asarray(a, dtype=np.int64) for a in (run, rerun, camcol, fld))
-    return ((np.int64(sky_version) << 59) | (rerun << 48) | (run << 32) | (camcol << 29)
-            | (fld << 16))
+    return (
+        (np.int64(sky_version) << 59) | (rerun << 48) | (run << 32) | (camcol << 29) | (fld << 16)
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -596,9 +681,18 @@ def _sql_like(pattern: str) -> re.Pattern:
 
 
 _FUNCS: dict[str, Callable[..., Any]] = {
-    "abs": np.abs, "sqrt": np.sqrt, "log10": np.log10, "log": np.log, "exp": np.exp,
-    "floor": np.floor, "ceiling": np.ceil, "power": np.power, "sin": np.sin, "cos": np.cos,
-    "radians": np.radians, "degrees": np.degrees,
+    "abs": np.abs,
+    "sqrt": np.sqrt,
+    "log10": np.log10,
+    "log": np.log,
+    "exp": np.exp,
+    "floor": np.floor,
+    "ceiling": np.ceil,
+    "power": np.power,
+    "sin": np.sin,
+    "cos": np.cos,
+    "radians": np.radians,
+    "degrees": np.degrees,
     "round": lambda x, n=0: np.round(x, int(n)),
     "isnull": lambda x, y: np.where(np.isnan(np.asarray(x, dtype=float)), y, x),
     "char": lambda c: chr(int(c)),
@@ -639,8 +733,13 @@ class _Env:
         if kind == "bin":
             a, b = self.eval(e[2]), self.eval(e[3])
             if e[1] == "+" and _is_text(a) and _is_text(b):
-                return a + b if isinstance(a, str) and isinstance(b, str) else \
-                    np.char.add(np.asarray(a, dtype=str), np.asarray(b, dtype=str)).astype(object)
+                return (
+                    a + b
+                    if isinstance(a, str) and isinstance(b, str)
+                    else np.char.add(np.asarray(a, dtype=str), np.asarray(b, dtype=str)).astype(
+                        object
+                    )
+                )
             a, b = self._num(a), self._num(b)
             with np.errstate(all="ignore"):
                 if e[1] == "+":
@@ -658,8 +757,14 @@ class _Env:
             a, b = self.eval(e[2]), self.eval(e[3])
             if _is_text(a) or _is_text(b):
                 a, b = _norm_text(a), _norm_text(b)
-            ops = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
-                   ">": np.greater, ">=": np.greater_equal}
+            ops = {
+                "=": np.equal,
+                "!=": np.not_equal,
+                "<": np.less,
+                "<=": np.less_equal,
+                ">": np.greater,
+                ">=": np.greater_equal,
+            }
             with np.errstate(invalid="ignore"):
                 return self._mask(ops[e[1]](a, b))
         if kind == "between":
@@ -699,8 +804,10 @@ class _Env:
             if name in _AGGS:
                 raise SQLError(f"aggregate {name.upper()} mixed with rows is not supported.")
             if name not in _FUNCS:
-                raise SQLError(f"'{e[1]}' is not a recognized built-in function name "
-                               "(by the SkyServer stand-in).")
+                raise SQLError(
+                    f"'{e[1]}' is not a recognized built-in function name "
+                    "(by the SkyServer stand-in)."
+                )
             args = [self.eval(a) for a in e[2]]
             with np.errstate(all="ignore"):
                 return _FUNCS[name](*args)
@@ -751,8 +858,10 @@ def run_select(data: Dataset, q: Select, max_rows: int | None = None) -> dict[st
         out: dict[str, np.ndarray] = {}
         for k, (e, alias) in enumerate(q.items, start=1):
             if not (e[0] == "func" and e[1].split(".")[-1] in _AGGS):
-                raise SQLError("Column is invalid in the select list because it is not contained"
-                               " in an aggregate function (no GROUP BY in the stand-in).")
+                raise SQLError(
+                    "Column is invalid in the select list because it is not contained"
+                    " in an aggregate function (no GROUP BY in the stand-in)."
+                )
             fname = e[1].split(".")[-1]
             if fname == "count":
                 val: Any = len(env.rows)
@@ -834,8 +943,11 @@ def to_csv(columns: dict[str, np.ndarray]) -> str:
                 a = pa.array([None if v is None else str(v) for v in a], type=pa.string())
             arrays.append(a if isinstance(a, pa.Array) else pa.array(a, from_pandas=True))
         buf = io.BytesIO()
-        pcsv.write_csv(pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(names))]),
-                       buf, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+        pcsv.write_csv(
+            pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(names))]),
+            buf,
+            pcsv.WriteOptions(include_header=False, quoting_style="none"),
+        )
         return head + buf.getvalue().decode()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         pass  # commas or quotes inside strings: quote them as SkyServer does, in Python
@@ -932,11 +1044,15 @@ def frame_index_from_files(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 FAULT_KINDS = ("http500", "html200", "error200", "drop", "hang", "truncate", "short")
 
-_HTML_ERROR = ("<!DOCTYPE html>\n<html><head><title>SkyServer: SQL Search</title></head>\n"
-               "<body><h1>Error</h1>\n<p>{message}</p>\n</body></html>\n")
-_HTML_500 = ("<!DOCTYPE html>\n<html><head><title>500 - Internal server error.</title></head>"
-             "\n<body><h2>500 - Internal server error.</h2>\n<h3>There is a problem with the "
-             "resource you are looking for, and it cannot be displayed.</h3></body></html>\n")
+_HTML_ERROR = (
+    "<!DOCTYPE html>\n<html><head><title>SkyServer: SQL Search</title></head>\n"
+    "<body><h1>Error</h1>\n<p>{message}</p>\n</body></html>\n"
+)
+_HTML_500 = (
+    "<!DOCTYPE html>\n<html><head><title>500 - Internal server error.</title></head>"
+    "\n<body><h2>500 - Internal server error.</h2>\n<h3>There is a problem with the "
+    "resource you are looking for, and it cannot be displayed.</h3></body></html>\n"
+)
 
 
 @dataclass
@@ -963,8 +1079,11 @@ class RequestRecord:
     extra: dict = field(default_factory=dict)
 
 
-_SQL_PATH = re.compile(r"^/dr(\d+)/en/tools/search/(x_results\.aspx|x_sql\.aspx|x_sql\.asp)$"
-                       r"|^/dr(\d+)/SkyServerWS/SearchTools/SqlSearch$", re.I)
+_SQL_PATH = re.compile(
+    r"^/dr(\d+)/en/tools/search/(x_results\.aspx|x_sql\.aspx|x_sql\.asp)$"
+    r"|^/dr(\d+)/SkyServerWS/SearchTools/SqlSearch$",
+    re.I,
+)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -1010,9 +1129,16 @@ class StandIn:
     ``sas_url`` (GET ``{sas_url}/frames/301/...``), ``requests`` (a list of RequestRecord).
     """
 
-    def __init__(self, catalog: Any = None, frames: Any = None,
-                 sas_root: str | os.PathLike | None = None, host: str = "127.0.0.1",
-                 port: int = 0, max_rows: int | None = 500_000, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        catalog: Any = None,
+        frames: Any = None,
+        sas_root: str | os.PathLike | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_rows: int | None = 500_000,
+        latency: float = 0.0,
+    ) -> None:
         self.sas_root = Path(sas_root).resolve() if sas_root is not None else None
         if frames is None and self.sas_root is not None and (self.sas_root / "frames").is_dir():
             frames = self.sas_root / "frames"
@@ -1036,9 +1162,12 @@ class StandIn:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.standin = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name=f"skyserver-standin:{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=f"skyserver-standin:{self.port}",
+        )
         self._thread.start()
         return self
 
@@ -1072,9 +1201,17 @@ class StandIn:
         return [r.sql for r in self.requests if r.target == "sql" and r.sql is not None]
 
     # faults
-    def inject(self, kind: str, count: int = 1, *, target: str | None = None,
-               status: int = 500, message: str | None = None, hang: float = 5.0,
-               after: int = 0) -> None:
+    def inject(
+        self,
+        kind: str,
+        count: int = 1,
+        *,
+        target: str | None = None,
+        status: int = 500,
+        message: str | None = None,
+        hang: float = 5.0,
+        after: int = 0,
+    ) -> None:
         """Make the next `count` requests to `target` fail.
 
         kind:
@@ -1096,11 +1233,22 @@ class StandIn:
             target = "sas" if kind == "truncate" else "sql"
         if target not in ("sql", "sas", "any"):
             raise ValueError("target must be 'sql', 'sas' or 'any'")
-        default_msg = {"html200": "The server is too busy to process your query right now.",
-                       "error200": "Error: Incorrect syntax near 'FORM'."}
+        default_msg = {
+            "html200": "The server is too busy to process your query right now.",
+            "error200": "Error: Incorrect syntax near 'FORM'.",
+        }
         with self._lock:
-            self._faults.append(_Fault(kind, int(count), target, status,
-                                       message or default_msg.get(kind, ""), hang, int(after)))
+            self._faults.append(
+                _Fault(
+                    kind,
+                    int(count),
+                    target,
+                    status,
+                    message or default_msg.get(kind, ""),
+                    hang,
+                    int(after),
+                )
+            )
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1134,8 +1282,9 @@ class StandIn:
             body = h.rfile.read(length).decode("utf-8", "replace")
             params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
         is_sql = _SQL_PATH.match(path) is not None
-        rec = RequestRecord(method, h.path, "sql" if is_sql else "sas",
-                            sql=params.get("cmd") if is_sql else None)
+        rec = RequestRecord(
+            method, h.path, "sql" if is_sql else "sas", sql=params.get("cmd") if is_sql else None
+        )
         with self._lock:
             self.requests.append(rec)
         if self.latency:
@@ -1150,9 +1299,17 @@ class StandIn:
         else:
             self._answer_file(h, path, rec, method)
 
-    def _send(self, h: _Handler, status: int, body: bytes, ctype: str, rec: RequestRecord,
-              method: str = "GET", headers: dict[str, str] | None = None,
-              truncate: bool = False) -> None:
+    def _send(
+        self,
+        h: _Handler,
+        status: int,
+        body: bytes,
+        ctype: str,
+        rec: RequestRecord,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        truncate: bool = False,
+    ) -> None:
         rec.status = status
         try:
             h.send_response(status)
@@ -1179,11 +1336,18 @@ class StandIn:
             body = _HTML_500.encode() if f.status >= 500 else b"<html><body>error</body></html>"
             self._send(h, f.status, body, "text/html", rec, method)
         elif f.kind == "html200":
-            self._send(h, 200, _HTML_ERROR.format(message=f.message).encode(),
-                       "text/html; charset=utf-8", rec, method)
+            self._send(
+                h,
+                200,
+                _HTML_ERROR.format(message=f.message).encode(),
+                "text/html; charset=utf-8",
+                rec,
+                method,
+            )
         elif f.kind == "error200":
-            self._send(h, 200, (f.message + "\n").encode(), "text/plain; charset=utf-8",
-                       rec, method)
+            self._send(
+                h, 200, (f.message + "\n").encode(), "text/plain; charset=utf-8", rec, method
+            )
         elif f.kind in ("drop", "hang"):
             if f.kind == "hang":
                 self._closing.wait(f.hang)
@@ -1195,8 +1359,9 @@ class StandIn:
             return False
         return True
 
-    def _answer_sql(self, h: _Handler, params: dict[str, str], rec: RequestRecord,
-                    method: str) -> None:
+    def _answer_sql(
+        self, h: _Handler, params: dict[str, str], rec: RequestRecord, method: str
+    ) -> None:
         sql = params.get("cmd", "")
         fmt = params.get("format", "html").lower()
         truncate = bool(rec.extra.get("truncate"))
@@ -1209,30 +1374,38 @@ class StandIn:
         except SQLError as exc:
             msg = str(exc)
             if fmt == "csv":
-                self._send(h, 200, f"Error: {msg}\n".encode(), "text/plain; charset=utf-8", rec,
-                           method)
+                self._send(
+                    h, 200, f"Error: {msg}\n".encode(), "text/plain; charset=utf-8", rec, method
+                )
             else:
-                self._send(h, 200, _HTML_ERROR.format(message=msg).encode(), "text/html", rec,
-                           method)
+                self._send(
+                    h, 200, _HTML_ERROR.format(message=msg).encode(), "text/html", rec, method
+                )
             return
         except Exception as exc:  # a stand-in bug: answer as SkyServer would, keep serving
             self._send(h, 500, _HTML_500.encode() + repr(exc).encode(), "text/html", rec, method)
             return
         if fmt == "fits":
-            self._send(h, 200, to_fits(cols), "application/fits", rec, method,
-                       truncate=truncate)
+            self._send(h, 200, to_fits(cols), "application/fits", rec, method, truncate=truncate)
         else:
-            self._send(h, 200, to_csv(cols).encode(), "text/plain; charset=utf-8", rec, method,
-                       truncate=truncate)
+            self._send(
+                h,
+                200,
+                to_csv(cols).encode(),
+                "text/plain; charset=utf-8",
+                rec,
+                method,
+                truncate=truncate,
+            )
 
     def _resolve_file(self, path: str) -> Path | None:
         if self.sas_root is None:
             return None
         rels = []
         if "/frames/" in path:
-            rels.append(path[path.index("/frames/") + 1:])
+            rels.append(path[path.index("/frames/") + 1 :])
         if path.startswith("/sas/"):
-            rels.append(path[len("/sas/"):])
+            rels.append(path[len("/sas/") :])
         for rel in rels:
             parts = [p for p in rel.split("/") if p not in ("", ".")]
             if ".." in parts or "\\" in rel:  # never outside sas_root (symlinks inside are fine)
@@ -1245,8 +1418,9 @@ class StandIn:
     def _answer_file(self, h: _Handler, path: str, rec: RequestRecord, method: str) -> None:
         file = self._resolve_file(path)
         if file is None:
-            self._send(h, 404, b"<html><body><h1>Not Found</h1></body></html>\n", "text/html",
-                       rec, method)
+            self._send(
+                h, 404, b"<html><body><h1>Not Found</h1></body></html>\n", "text/html", rec, method
+            )
             return
         data = file.read_bytes()
         ctype = "application/x-bzip2" if file.suffix == ".bz2" else "application/octet-stream"
@@ -1261,15 +1435,38 @@ class StandIn:
             else:
                 start, end = max(0, size - int(m.group(2))), size - 1
             if start >= size or start > end:
-                self._send(h, 416, b"", "text/plain", rec, method,
-                           headers={"Content-Range": f"bytes */{size}"})
+                self._send(
+                    h,
+                    416,
+                    b"",
+                    "text/plain",
+                    rec,
+                    method,
+                    headers={"Content-Range": f"bytes */{size}"},
+                )
                 return
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            self._send(h, 206, data[start:end + 1], ctype, rec, method, headers=headers,
-                       truncate=bool(rec.extra.get("truncate")))
+            self._send(
+                h,
+                206,
+                data[start : end + 1],
+                ctype,
+                rec,
+                method,
+                headers=headers,
+                truncate=bool(rec.extra.get("truncate")),
+            )
             return
-        self._send(h, 200, data, ctype, rec, method, headers=headers,
-                   truncate=bool(rec.extra.get("truncate")))
+        self._send(
+            h,
+            200,
+            data,
+            ctype,
+            rec,
+            method,
+            headers=headers,
+            truncate=bool(rec.extra.get("truncate")),
+        )
 
 
 @contextlib.contextmanager
@@ -1277,21 +1474,30 @@ def astroquery_pointed_at(standin: StandIn) -> Iterator[None]:
     """Point astroquery's SDSS module (SkyServer and SAS URLs) at the stand-in for a block."""
     from astroquery.sdss import conf
 
-    with conf.set_temp("skyserver_baseurl", standin.url), \
-            conf.set_temp("sas_baseurl", f"{standin.url}/sas"):
+    with (
+        conf.set_temp("skyserver_baseurl", standin.url),
+        conf.set_temp("sas_baseurl", f"{standin.url}/sas"),
+    ):
         yield
 
 
-def serve(catalog: Any = None, frames: Any = None, sas_root: str | os.PathLike | None = None,
-          host: str = "127.0.0.1", port: int = 0,
-          ready: Callable[[StandIn], None] | None = None, **kwargs: Any) -> None:
+def serve(
+    catalog: Any = None,
+    frames: Any = None,
+    sas_root: str | os.PathLike | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ready: Callable[[StandIn], None] | None = None,
+    **kwargs: Any,
+) -> None:
     """Serve until interrupted (Ctrl-C); `ready(standin)` is called once it listens.
 
     pz-mock uses it for ``pz-mock serve DIR``; print ``standin.url`` and ``standin.sas_url`` in
     `ready` so users can pass them to ``pz-query --url`` and ``pz-cutout``.
     """
-    standin = StandIn(catalog=catalog, frames=frames, sas_root=sas_root, host=host, port=port,
-                      **kwargs)
+    standin = StandIn(
+        catalog=catalog, frames=frames, sas_root=sas_root, host=host, port=port, **kwargs
+    )
     with standin:
         if ready is not None:
             ready(standin)
@@ -1300,4 +1506,3 @@ def serve(catalog: Any = None, frames: Any = None, sas_root: str | os.PathLike |
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-

@@ -178,8 +178,10 @@ def test_flags():
 
     def g(m, s):
         return np.exp(-0.5 * ((mid - m) / s) ** 2)
-    pdf = np.stack([g(0.1, 0.01), g(0.0, 0.01), g(0.4, 0.01),
-                    g(0.1, 0.01) + 0.6 * g(0.25, 0.01), g(0.2, 0.08)])
+
+    pdf = np.stack(
+        [g(0.1, 0.01), g(0.0, 0.01), g(0.4, 0.01), g(0.1, 0.01) + 0.6 * g(0.25, 0.01), g(0.2, 0.08)]
+    )
     f = P.pdf_flags(pdf, b)
     both = P.FLAG_MULTIMODAL | P.FLAG_BROAD  # two peaks 0.15 apart: a wide 68 % interval too
     assert list(f) == [0, P.FLAG_EDGE_LOW, P.FLAG_EDGE_HIGH, both, P.FLAG_BROAD]

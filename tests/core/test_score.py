@@ -27,10 +27,15 @@ def make_predictions(n: int = N, seed: int = 0, bins: P.Bins | None = None) -> p
     mu = z + rng.normal(0, 1, n) * sig
     pdf = np.diff(ndtr((b.edges[None, :] - mu[:, None]) / sig[:, None]), axis=1)
     pdf /= pdf.sum(1, keepdims=True)
-    cols = {"specObjID": np.arange(n, dtype=np.int64) + 10**17, "z": z,
-            "fold": rng.integers(0, 5, n), "ebv": rng.uniform(0, 0.1, n),
-            "zphot_b16": z + rng.normal(0, 0.0135, n) * (1 + z), **P.summarize(pdf, b),
-            "pdf": pdf.astype(np.float32)}
+    cols = {
+        "specObjID": np.arange(n, dtype=np.int64) + 10**17,
+        "z": z,
+        "fold": rng.integers(0, 5, n),
+        "ebv": rng.uniform(0, 0.1, n),
+        "zphot_b16": z + rng.normal(0, 0.0135, n) * (1 + z),
+        **P.summarize(pdf, b),
+        "pdf": pdf.astype(np.float32),
+    }
     table = pa.table({k: to_arrow(np.asarray(v)) for k, v in cols.items()})
     return table.replace_schema_metadata({BIN_EDGES_KEY: b.to_json()})
 
@@ -70,8 +75,18 @@ def records(path) -> list[dict]:
 def test_reference_predictions(shared_data, cli, tmp_path):
     csv = shared_data / "reference-predictions" / "dey2022_umap_test_predictions.csv"
     out = tmp_path / "ref.json"
-    res = cli("pz-score", str(csv), "--truth", "z_spec", "--zphot", "z_phot", "--dedupe",
-              "first", "-o", str(out))
+    res = cli(
+        "pz-score",
+        str(csv),
+        "--truth",
+        "z_spec",
+        "--zphot",
+        "z_phot",
+        "--dedupe",
+        "first",
+        "-o",
+        str(out),
+    )
     text = ok(res)
     assert "4.57e-05" in text and "0.00935" in text and "0.269" in text and "51,652" in text
     assert "139 rows with a repeated specObjID dropped" in res.stderr.decode()
@@ -164,8 +179,9 @@ def test_group_rows_mean_and_std(preds, cli, tmp_path):
 
 def test_drop_widest(preds, cli, tmp_path):
     out = tmp_path / "s.json"
-    res = cli("pz-score", preds, "--zphot", "zphot,zphot_b16", "--drop-widest", "10,20",
-              "-o", str(out))
+    res = cli(
+        "pz-score", preds, "--zphot", "zphot,zphot_b16", "--drop-widest", "10,20", "-o", str(out)
+    )
     ok(res)
     rows = records(out)
     cnn = [r for r in rows if r["estimator"] == "zphot"]
@@ -195,8 +211,18 @@ def test_truth_table_join(cli, tmp_path):
     pred = write(t.drop(["z", "fold"]), tmp_path / "p.parquet")
     truth = write(t.select(["specObjID", "z", "fold"]).slice(0, 2000), tmp_path / "t.fits")
     out = tmp_path / "s.json"
-    res = cli("pz-score", pred, "--truth-table", truth, "--id", "specObjID", "--group", "fold",
-              "-o", str(out))
+    res = cli(
+        "pz-score",
+        pred,
+        "--truth-table",
+        truth,
+        "--id",
+        "specObjID",
+        "--group",
+        "fold",
+        "-o",
+        str(out),
+    )
     ok(res)
     assert "1000 rows have no specObjID" in res.stderr.decode()
     assert records(out)[-2]["N"] == 2000
@@ -211,8 +237,9 @@ def test_nan_truth_needs_drop_nan(cli, tmp_path):
     t = make_predictions()
     z = t["z"].to_numpy().copy()
     z[:7] = np.nan
-    path = write(t.set_column(t.schema.get_field_index("z"), "z", pa.array(z)),
-                 tmp_path / "n.parquet")
+    path = write(
+        t.set_column(t.schema.get_field_index("z"), "z", pa.array(z)), tmp_path / "n.parquet"
+    )
     err = failed(cli("pz-score", path))
     assert "7 rows have NaN/inf truth in column 'z'" in err and "--drop-nan" in err
     assert "2,993" in ok(cli("pz-score", path, "--drop-nan"))
@@ -243,8 +270,14 @@ def test_arrow_null_predictions(cli, tmp_path):
     zp = pa.array(t["zphot"].to_numpy(), mask=mask)
     t = t.set_column(t.schema.get_field_index("zphot"), "zphot", zp)
     t = t.set_column(t.schema.get_field_index("pdf"), "pdf", pdf)
-    res = cli("pz-score", write(t, tmp_path / "n.parquet"), "-o", str(tmp_path / "s.json"),
-              "--batch-size", "1000")
+    res = cli(
+        "pz-score",
+        write(t, tmp_path / "n.parquet"),
+        "-o",
+        str(tmp_path / "s.json"),
+        "--batch-size",
+        "1000",
+    )
     ok(res)
     assert "3 rows with null zphot" in res.stderr.decode()
     row = records(tmp_path / "s.json")[0]
@@ -276,21 +309,32 @@ def test_custom_bins_from_metadata_and_mismatch(cli, tmp_path):
 # --------------------------------------------------------------------------- bad input, UX
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--truth", "zz"], ["no truth column 'zz'", "columns: specObjID, z,", "--truth"]),
-    (["--zphot", "zphot,nope"], ["no photo-z column 'nope'", "--zphot"]),
-    (["--by", "snr"], ["no --by column 'snr'"]),
-    (["--group", "run"], ["no --group column 'run'"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--truth", "zz"], ["no truth column 'zz'", "columns: specObjID, z,", "--truth"]),
+        (["--zphot", "zphot,nope"], ["no photo-z column 'nope'", "--zphot"]),
+        (["--by", "snr"], ["no --by column 'snr'"]),
+        (["--group", "run"], ["no --group column 'run'"]),
+    ],
+)
 def test_missing_columns_are_named(preds, cli, args, words):
     err = failed(cli("pz-score", preds, *args))
     for w in words:
         assert w in err
 
 
-@pytest.mark.parametrize("args", [["--bins", "3"], ["--by", "z", "--bins", "0.2,0.1"],
-                                  ["--drop-widest", "120"], ["--eta-threshold", "0"],
-                                  ["--by", "z", "--bins", "x"], ["-o", "scores.txt"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bins", "3"],
+        ["--by", "z", "--bins", "0.2,0.1"],
+        ["--drop-widest", "120"],
+        ["--eta-threshold", "0"],
+        ["--by", "z", "--bins", "x"],
+        ["-o", "scores.txt"],
+    ],
+)
 def test_usage_errors_exit_2(preds, cli, args):
     failed(cli("pz-score", preds, *args), code=2)
 
@@ -304,9 +348,11 @@ def test_help_is_fast_and_ends_with_example(cli):
     res = cli("pz-score", "--help")
     text = ok(res)
     assert text.rstrip().splitlines()[-1].strip().startswith("pz-score ")
-    code = ("import sys, photoz_tools.cli.score; "
-            "bad = [m for m in ('numpy', 'scipy', 'matplotlib', 'pyarrow') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, photoz_tools.cli.score; "
+        "bad = [m for m in ('numpy', 'scipy', 'matplotlib', 'pyarrow') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert ok(cli("pz-score", "--version")).startswith("pz-score (photoz-tools)")
 

@@ -26,10 +26,14 @@ GALAXY = (323.384263, -0.679296)
 
 def catalogue(real_frames) -> pa.Table:
     ra_e, dec_e = real_frames["r"].pixel_to_world(np.array([20.0]), np.array([700.0]))
-    return pa.table({"objID": np.array([11, 5, 3, 99], dtype=np.int64),
-                     "ra": [STAR[0], GALAXY[0], float(ra_e[0]), 10.0],
-                     "dec": [STAR[1], GALAXY[1], float(dec_e[0]), 10.0],
-                     "z": [0.1, 0.2, 0.3, 0.4]})
+    return pa.table(
+        {
+            "objID": np.array([11, 5, 3, 99], dtype=np.int64),
+            "ra": [STAR[0], GALAXY[0], float(ra_e[0]), 10.0],
+            "dec": [STAR[1], GALAXY[1], float(dec_e[0]), 10.0],
+            "z": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,9 @@ def test_cutouts_from_a_frames_folder(reference, real_frames):
     assert img.shape == (4, 64, 64, 5) and img.dtype == np.float32
     cat = catalogue(real_frames)
     for b, band in enumerate("ugriz"):  # each band is its frame resampled, [y, x, band]
-        v, ok = resample_on_frame(real_frames[band], np.asarray(cat["ra"])[:3],
-                                  np.asarray(cat["dec"])[:3])
+        v, ok = resample_on_frame(
+            real_frames[band], np.asarray(cat["ra"])[:3], np.asarray(cat["dec"])[:3]
+        )
         assert np.array_equal(np.where(ok, v, 0), img[:3, :, :, b])
     nfr = np.array(t.column("n_frames").to_pylist())
     flags = np.array(t.column("cutout_flags").to_pylist())
@@ -93,8 +98,9 @@ def test_median_of_overlapping_frames(plain_frames, real_frames, tmp_path, frame
         hdul[0].data = hdul[0].data * 3
         hdul[0].header["RUN"] = 4000
         hdul.writeto(d / "frame-r-004000-2-0136.fits")
-    res = cutouts_from_frames([STAR[0]], [STAR[1]], [d / "frame-r-004000-2-0136.fits",
-                                                    plain_frames["r"]])
+    res = cutouts_from_frames(
+        [STAR[0]], [STAR[1]], [d / "frame-r-004000-2-0136.fits", plain_frames["r"]]
+    )
     single, _ = resample_on_frame(real_frames["r"], [STAR[0]], [STAR[1]])
     assert res.n_frames[0].tolist() == [0, 0, 2, 0, 0]
     assert np.allclose(res.images[0, :, :, 2], 2 * single[0], rtol=1e-5, atol=1e-6)
@@ -120,8 +126,11 @@ def test_swarp_backend_matches_native_on_a_median(plain_frames, real_frames, tmp
     sw = cutout(cat, frames=d, workers=1, resampler="swarp")
     a = nat.column("image").combine_chunks().to_numpy_ndarray()
     b = sw.column("image").combine_chunks().to_numpy_ndarray()
-    assert nat.column("n_frames").to_pylist() == sw.column("n_frames").to_pylist() \
+    assert (
+        nat.column("n_frames").to_pylist()
+        == sw.column("n_frames").to_pylist()
         == [[0, 1, 3, 0, 0]] * 2
+    )
     rms = noise_rms(real_frames["r"].image)
     assert np.abs(a - b).max() < 0.01 * rms
 
@@ -157,8 +166,18 @@ def test_cli_end_to_end_with_preview(plain_dir, real_frames, reference, tmp_path
 
     Table(catalogue(real_frames).to_pydict()).write(cat)
     png = tmp_path / "p.png"
-    r = cli("pz-cutout", str(cat), "--frames", str(plain_dir), "-o", str(tmp_path / "c.fits"),
-            "--preview", str(png), "-j", "2")
+    r = cli(
+        "pz-cutout",
+        str(cat),
+        "--frames",
+        str(plain_dir),
+        "-o",
+        str(tmp_path / "c.fits"),
+        "--preview",
+        str(png),
+        "-j",
+        "2",
+    )
     assert r.returncode == 0, r.stderr.decode()
     assert b"flagged missing_band" in r.stderr and png.stat().st_size > 10_000
     from photoz_tools.tables import read_table
@@ -190,10 +209,14 @@ def test_cli_errors_and_help(tmp_path, cli, plain_dir):
     import subprocess
     import sys
 
-    code = ("import sys, photoz_tools.cli.cutout; "
-            "print(any(m in sys.modules for m in ('numpy', 'astropy', 'pyarrow')))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True).stdout.strip() == "False"
+    code = (
+        "import sys, photoz_tools.cli.cutout; "
+        "print(any(m in sys.modules for m in ('numpy', 'astropy', 'pyarrow')))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_shutil_which_swarp_optional():
@@ -209,8 +232,12 @@ def test_shutil_which_swarp_optional():
 
 
 def test_rows_off_every_frame_are_filled_and_flagged(plain_dir):
-    t = cutout({"id": [1, 2], "ra": [10.0, 11.0], "dec": [10.0, 10.0]}, frames=plain_dir,
-               workers=1, fill="nan")
+    t = cutout(
+        {"id": [1, 2], "ra": [10.0, 11.0], "dec": [10.0, 10.0]},
+        frames=plain_dir,
+        workers=1,
+        fill="nan",
+    )
     assert np.isnan(t.column("image").combine_chunks().to_numpy_ndarray()).all()
     assert t.column("n_frames").to_pylist() == [[0] * 5] * 2
     assert t.column("cutout_flags").to_pylist() == [FLAG_MISSING_BAND | FLAG_OFF_FRAME] * 2

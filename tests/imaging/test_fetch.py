@@ -23,8 +23,12 @@ REF = FrameRef("r", 1000, 3, 42)
 def sas_root(tmp_path, frame_maker):
     root = tmp_path / "sas"
     for i, band in enumerate("ugriz"):
-        frame_maker(root / "frames" / "301" / "1000" / "3", band=band, seed=i,
-                   data=np.full((150, 200), float(i + 1), np.float32))
+        frame_maker(
+            root / "frames" / "301" / "1000" / "3",
+            band=band,
+            seed=i,
+            data=np.full((150, 200), float(i + 1), np.float32),
+        )
     return root
 
 
@@ -59,8 +63,9 @@ def test_truncated_download_is_retried_never_cached(sas_root, tmp_path):
         c = client(s, tmp_path)
         c.get(REF.sas_path)
         assert sum(r.fault == "truncate" for r in s.requests) == 1
-        assert (tmp_path / "cache" / REF.sas_path).read_bytes() == \
-            (sas_root / REF.sas_path).read_bytes()
+        assert (tmp_path / "cache" / REF.sas_path).read_bytes() == (
+            sas_root / REF.sas_path
+        ).read_bytes()
 
         s.inject("truncate", 5, target="sas")
         other = FrameRef("g", 1000, 3, 42)
@@ -98,17 +103,24 @@ def test_corrupt_cache_entry_is_fetched_again(sas_root, tmp_path):
 def test_cutout_from_the_sas_with_a_frames_table(sas_root, tmp_path):
     """pz-query frames' table -> frames fetched once into the cache -> cutouts; a frame that
     404s flags its rows instead of failing the run."""
-    frames = pa.table({"run": [1000], "rerun": ["301"], "camcol": [3], "field": [42],
-                       "ra_min": [149.98], "ra_max": [150.02], "dec_min": [1.985],
-                       "dec_max": [2.015]})
+    frames = pa.table(
+        {
+            "run": [1000],
+            "rerun": ["301"],
+            "camcol": [3],
+            "field": [42],
+            "ra_min": [149.98],
+            "ra_max": [150.02],
+            "dec_min": [1.985],
+            "dec_max": [2.015],
+        }
+    )
     cat = pa.table({"objID": [7, 8], "ra": [150.0, 150.002], "dec": [2.0, 2.001]})
     (sas_root / FrameRef("z", 1000, 3, 42).sas_path).unlink()  # z is missing on the server
     with StandIn(sas_root=sas_root) as s:
-        out = cutout(cat, frame_index=frames, sas_url=s.sas_url, cache=tmp_path / "c",
-                     workers=1)
+        out = cutout(cat, frame_index=frames, sas_url=s.sas_url, cache=tmp_path / "c", workers=1)
         n = len(s.requests)
-        again = cutout(cat, frame_index=frames, sas_url=s.sas_url, cache=tmp_path / "c",
-                       workers=1)
+        again = cutout(cat, frame_index=frames, sas_url=s.sas_url, cache=tmp_path / "c", workers=1)
         assert len(s.requests) == n + 1  # only the missing z is asked again
     assert out.column("objID").to_pylist() == [7, 8]
     nfr = np.array(out.column("n_frames").to_pylist())
@@ -125,11 +137,31 @@ def test_cutout_from_the_sas_with_a_frames_table(sas_root, tmp_path):
 def test_own_field_fallback(sas_root, tmp_path, cli):
     """Without a frames table, each row's own run/camcol/field columns name its frames."""
     cat = tmp_path / "cat.parquet"
-    pq.write_table(pa.table({"specObjID": [1], "ra": [150.0], "dec": [2.0], "run": [1000],
-                             "rerun": [301], "camcol": [3], "field": [42]}), cat)
+    pq.write_table(
+        pa.table(
+            {
+                "specObjID": [1],
+                "ra": [150.0],
+                "dec": [2.0],
+                "run": [1000],
+                "rerun": [301],
+                "camcol": [3],
+                "field": [42],
+            }
+        ),
+        cat,
+    )
     with StandIn(sas_root=sas_root) as s:
-        r = cli("pz-cutout", str(cat), "--sas-url", s.sas_url, "--cache", str(tmp_path / "c"),
-                "-o", str(tmp_path / "out.parquet"))
+        r = cli(
+            "pz-cutout",
+            str(cat),
+            "--sas-url",
+            s.sas_url,
+            "--cache",
+            str(tmp_path / "c"),
+            "-o",
+            str(tmp_path / "out.parquet"),
+        )
     assert r.returncode == 0, r.stderr.decode()
     assert b"own field" in r.stderr
     t = pq.read_table(tmp_path / "out.parquet")
@@ -143,12 +175,17 @@ def test_each_frame_read_once_across_overlapping_fields(tmp_path, frame_maker):
     step = 45.0 / 3600  # frames are 59" along RA: neighbours overlap by ~14"
     for k in range(3):
         for i, band in enumerate("ugriz"):
-            frame_maker(d / f"f{k}", band=band, field=40 + k, ra0=150.0 + k * step,
-                        data=np.full((150, 200), float(i + 1), np.float32), compress=False)
+            frame_maker(
+                d / f"f{k}",
+                band=band,
+                field=40 + k,
+                ra0=150.0 + k * step,
+                data=np.full((150, 200), float(i + 1), np.float32),
+                compress=False,
+            )
     ra = np.linspace(150.0 - 10 / 3600, 150.0 + 2 * step + 10 / 3600, 40)
     rng = np.random.default_rng(3)
-    cat = pa.table({"id": rng.permutation(40), "ra": rng.permutation(ra),
-                    "dec": np.full(40, 2.0)})
+    cat = pa.table({"id": rng.permutation(40), "ra": rng.permutation(ra), "dec": np.full(40, 2.0)})
     logs: list[str] = []
     out = cutout(cat, frames=d, workers=1, log=logs.append)
     assert any("15 frame reads of 15 frames" in m for m in logs)
@@ -174,11 +211,29 @@ def test_resume_after_sigkill(tmp_path, frame_maker):
     rng = np.random.default_rng(0)
     n = 600
     cat = tmp_path / "cat.parquet"
-    pq.write_table(pa.table({"id": np.arange(n), "ra": 150 + rng.uniform(-0.01, 0.01, n),
-                             "dec": 2 + rng.uniform(-0.015, 0.015, n)}), cat)
+    pq.write_table(
+        pa.table(
+            {
+                "id": np.arange(n),
+                "ra": 150 + rng.uniform(-0.01, 0.01, n),
+                "dec": 2 + rng.uniform(-0.015, 0.015, n),
+            }
+        ),
+        cat,
+    )
     out = tmp_path / "out.parquet"
-    cmd = [sys.executable, "-m", "photoz_tools.cli.cutout", str(cat), "--frames", str(d),
-           "-o", str(out), "-j", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "photoz_tools.cli.cutout",
+        str(cat),
+        "--frames",
+        str(d),
+        "-o",
+        str(out),
+        "-j",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = tmp_path / "out.parquet.partial" / "done.txt"
     t0 = time.time()

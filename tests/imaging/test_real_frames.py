@@ -12,8 +12,14 @@ BANDS = "ugriz"
 STAR = (323.397681, -0.761918)  # bright, unsaturated, isolated (nothing > 3 % within 30 px)
 
 
-def centroid(img: np.ndarray, x0: float, y0: float, radius: float = 6.0, sky_in: float = 12.0,
-             sky_out: float = 20.0) -> tuple[float, float]:
+def centroid(
+    img: np.ndarray,
+    x0: float,
+    y0: float,
+    radius: float = 6.0,
+    sky_in: float = 12.0,
+    sky_out: float = 20.0,
+) -> tuple[float, float]:
     """Iterative Gaussian-weighted centroid (0-based numpy x, y) after an annulus background."""
     yy, xx = np.indices(img.shape, dtype=np.float64)
     for _ in range(20):
@@ -27,8 +33,14 @@ def centroid(img: np.ndarray, x0: float, y0: float, radius: float = 6.0, sky_in:
     return x0, y0
 
 
-def aperture_flux(img: np.ndarray, x0: float, y0: float, radius: float = 12.0,
-                  sky_in: float = 16.0, sky_out: float = 24.0) -> float:
+def aperture_flux(
+    img: np.ndarray,
+    x0: float,
+    y0: float,
+    radius: float = 12.0,
+    sky_in: float = 16.0,
+    sky_out: float = 24.0,
+) -> float:
     """Sum inside `radius` (sub-pixel sampled) minus the annulus mean per pixel.
 
     The mean, not the median: resampling smooths the noise, which moves the median of skewed
@@ -95,7 +107,7 @@ def star_in_frame(frame, ra, dec):
     x, y = frame.world_to_pixel(np.array([ra]), np.array([dec]))
     x0, y0 = float(x[0]) - 1, float(y[0]) - 1
     xi, yi = int(round(x0)), int(round(y0))
-    stamp = frame.image[yi - 30:yi + 31, xi - 30:xi + 31].astype(np.float64)
+    stamp = frame.image[yi - 30 : yi + 31, xi - 30 : xi + 31].astype(np.float64)
     cx, cy = centroid(stamp, x0 - (xi - 30), y0 - (yi - 30))
     cx, cy = cx + xi - 30, cy + yi - 30
     sra, sdec = frame.pixel_to_world(np.array([cx + 1]), np.array([cy + 1]))
@@ -125,8 +137,7 @@ def test_isolated_star_flux_conserved(real_frames):
     for band in BANDS:
         frame = real_frames[band]
         (cx, cy, stamp, _), (ra, dec) = star_in_frame(frame, *STAR)
-        f_frame = aperture_flux(stamp.astype(np.float64), cx - round(cx) + 30,
-                                cy - round(cy) + 30)
+        f_frame = aperture_flux(stamp.astype(np.float64), cx - round(cx) + 30, cy - round(cy) + 30)
         img = resample_on_frame(frame, np.array([ra]), np.array([dec]))[0][0]
         f_cut = aperture_flux(img.astype(np.float64), 31.5, 31.5)
         assert f_frame > 50 * noise_rms(frame.image)

@@ -59,12 +59,17 @@ def expected_mgs(cat, r_max=17.8, z_max=0.4, box=None):
     from photoz_tools.sdss.queries import EXTINCTION_COEFFS
 
     dered_r = c["petroMag_r"] - c["ebv"] * EXTINCTION_COEFFS["r"]
-    m = ((c["z"] > 0) & (c["z"] <= z_max) & (c["zWarning"] == 0)
-         & (np.char.upper(c["class"].astype(str)) == "GALAXY") & (c["primtarget"] >= 64)
-         & (c["clean"] == 1) & (dered_r <= r_max))
+    m = (
+        (c["z"] > 0)
+        & (c["z"] <= z_max)
+        & (c["zWarning"] == 0)
+        & (np.char.upper(c["class"].astype(str)) == "GALAXY")
+        & (c["primtarget"] >= 64)
+        & (c["clean"] == 1)
+        & (dered_r <= r_max)
+    )
     if box is not None:
-        m &= ((c["ra"] >= box[0]) & (c["ra"] <= box[1]) & (c["dec"] >= box[2])
-              & (c["dec"] <= box[3]))
+        m &= (c["ra"] >= box[0]) & (c["ra"] <= box[1]) & (c["dec"] >= box[2]) & (c["dec"] <= box[3])
     return np.sort(c["specObjID"][m])
 
 

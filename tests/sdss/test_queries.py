@@ -15,8 +15,10 @@ def astroquery_sanitize(sql: str) -> str:
 
 
 def test_comments_removed_outside_literals_only():
-    sql = ("SELECT ra, -- the position\n  'a -- b' AS s, /* block\n comment */ dec\n"
-           "FROM SpecObjAll WHERE class = 'GALAXY' -- galaxies\n")
+    sql = (
+        "SELECT ra, -- the position\n  'a -- b' AS s, /* block\n comment */ dec\n"
+        "FROM SpecObjAll WHERE class = 'GALAXY' -- galaxies\n"
+    )
     out = Q.strip_sql_comments(sql)
     assert "position" not in out and "block" not in out and "galaxies" not in out
     assert "\n" not in out
@@ -54,14 +56,28 @@ def test_box_parse_and_wrap():
 
 def test_mgs_sql_has_the_papers_cuts():
     sql = Q.mgs_sql(top=1000, after=123)
-    for term in ("FROM SpecObjAll AS s", "JOIN PhotoObjAll AS p ON p.objID = s.bestObjID",
-                 "JOIN Photoz AS pz", "JOIN galSpecInfo AS g", "s.z > 0.0", "s.z <= 0.4",
-                 "s.zWarning = 0", "s.targetType = 'SCIENCE'", "s.survey = 'sdss'",
-                 "s.class = 'GALAXY'", "g.primtarget >= 64", "p.clean = 1",
-                 "p.insideMask = 0", "p.petroMag_r - p.extinction_r <= 17.8",
-                 "s.specObjID > 123", "ORDER BY s.specObjID", "SELECT TOP 1000",
-                 "p.extinction_r / 2.751 AS ebv", "pz.z AS zphot_b16",
-                 "pz.zErr AS zphot_b16_err"):
+    for term in (
+        "FROM SpecObjAll AS s",
+        "JOIN PhotoObjAll AS p ON p.objID = s.bestObjID",
+        "JOIN Photoz AS pz",
+        "JOIN galSpecInfo AS g",
+        "s.z > 0.0",
+        "s.z <= 0.4",
+        "s.zWarning = 0",
+        "s.targetType = 'SCIENCE'",
+        "s.survey = 'sdss'",
+        "s.class = 'GALAXY'",
+        "g.primtarget >= 64",
+        "p.clean = 1",
+        "p.insideMask = 0",
+        "p.petroMag_r - p.extinction_r <= 17.8",
+        "s.specObjID > 123",
+        "ORDER BY s.specObjID",
+        "SELECT TOP 1000",
+        "p.extinction_r / 2.751 AS ebv",
+        "pz.z AS zphot_b16",
+        "pz.zErr AS zphot_b16_err",
+    ):
         assert term in sql, term
     cuts = Q.MgsCuts(r_max=17.0, z_max=0.3, r_min=14.0, where=("p.petroR50_r > 1",))
     sql = Q.mgs_sql(cuts, Q.Box(10, 20, -1, 1))
@@ -82,5 +98,4 @@ def test_cells_to_boxes_merge_and_wrap():
     ra = np.array([0.5, 359.5, 10.2, 11.7, 13.5, np.nan])
     dec = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.0])
     boxes = boxes_from_cells(cover_cells(ra, dec, 1.0), 1.0, 0.0)
-    assert sorted((b.ra_min, b.ra_max) for b in boxes) == [(10.0, 12.0), (13.0, 14.0),
-                                                            (359.0, 1.0)]
+    assert sorted((b.ra_min, b.ra_max) for b in boxes) == [(10.0, 12.0), (13.0, 14.0), (359.0, 1.0)]

@@ -85,8 +85,9 @@ def test_other_query_in_spool_starts_afresh(standin, tmp_path):
 
 
 def test_sql_runs_as_given(standin):
-    t = query("SELECT TOP 3 ra, dec -- where\nFROM PhotoObjAll ORDER BY ra DESC", url=standin.url,
-              **FAST)
+    t = query(
+        "SELECT TOP 3 ra, dec -- where\nFROM PhotoObjAll ORDER BY ra DESC", url=standin.url, **FAST
+    )
     assert t.column_names == ["ra", "dec"] and t.num_rows == 3
     assert t.schema.field("ra").metadata[b"unit"] == b"deg"
 

@@ -58,8 +58,10 @@ def test_http_404_is_not_retried(standin):
 def test_release_paths_and_comments(standin):
     for release, path in ((9, "x_sql.asp"), (10, "x_sql.aspx"), (16, "x_results.aspx")):
         client = SkyServer(url=standin.url, release=release, retries=0, timeout=5)
-        t = client.query("SELECT TOP 1 ra -- position\nFROM SpecObjAll /* all */ "
-                         "WHERE class = 'GALAXY' -- comment with 'quote\n")
+        t = client.query(
+            "SELECT TOP 1 ra -- position\nFROM SpecObjAll /* all */ "
+            "WHERE class = 'GALAXY' -- comment with 'quote\n"
+        )
         assert t.num_rows == 1
         assert standin.requests[-1].path.startswith(f"/dr{release}/en/tools/search/{path}")
     client = SkyServer(url=standin.url, retries=0, timeout=5)
@@ -87,8 +89,12 @@ def test_check_body_decides_by_content():
 
     check_body("#Table1\nra,dec\n1,2\n", "text/html; charset=utf-8")  # CSV labelled as HTML
     check_body("ra\n1\n", "text/plain")
-    for body, ctype in (("<html><body>Server busy</body></html>", "text/plain"),
-                        ("Server busy", "text/html"), ("Error: Invalid object name 'x'.", ""),
-                        ("#Table1\nerror\nsomething\n", ""), ("", "")):
+    for body, ctype in (
+        ("<html><body>Server busy</body></html>", "text/plain"),
+        ("Server busy", "text/html"),
+        ("Error: Invalid object name 'x'.", ""),
+        ("#Table1\nerror\nsomething\n", ""),
+        ("", ""),
+    ):
         with pytest.raises(_Retryable):
             check_body(body, ctype)

@@ -35,36 +35,45 @@ def ask(sql: str, data=None):
 
 
 def test_top_order_keyset():
-    out = ask("SELECT TOP 2 s.specObjID AS id FROM SpecObjAll AS s WHERE s.specObjID > 3 "
-              "ORDER BY s.specObjID")
+    out = ask(
+        "SELECT TOP 2 s.specObjID AS id FROM SpecObjAll AS s WHERE s.specObjID > 3 "
+        "ORDER BY s.specObjID"
+    )
     assert out["id"].tolist() == [5, 7]
     out = ask("select top 3 ra from SpecObjAll order by z desc")
     assert out["ra"].tolist()[:2] == [30.0, 20.0]
 
 
 def test_expressions_and_views():
-    out = ask("SELECT p.petroMag_r - p.extinction_r AS r, p.extinction_r / 2.751 AS ebv, "
-              "pz.z FROM SpecObjAll s JOIN PhotoObjAll p ON p.objID = s.bestObjID "
-              "JOIN Photoz pz ON pz.objID = p.objID WHERE s.class = 'GALAXY' AND s.z <= 0.4")
+    out = ask(
+        "SELECT p.petroMag_r - p.extinction_r AS r, p.extinction_r / 2.751 AS ebv, "
+        "pz.z FROM SpecObjAll s JOIN PhotoObjAll p ON p.objID = s.bestObjID "
+        "JOIN Photoz pz ON pz.objID = p.objID WHERE s.class = 'GALAXY' AND s.z <= 0.4"
+    )
     np.testing.assert_allclose(out["r"], [17.0])  # dered + extinction - extinction
     np.testing.assert_allclose(out["ebv"], [0.1])
     assert np.isnan(out["z"]).all()  # no Beck photo-z in SMALL: null, as a missing value
     assert len(ask("SELECT ra FROM SpecObjAll WHERE class = 'galaxy'")["ra"]) == 3  # CI collation
     assert len(ask("SELECT ra FROM x WHERE ra BETWEEN 5 AND 20")["ra"]) == 3
     assert len(ask("SELECT ra FROM x WHERE (ra >= 350 OR ra <= 6) AND NOT dec > 1")["ra"]) == 1
-    assert ask("SELECT ra FROM x WHERE class IN ('STAR', 'QSO') ORDER BY ra")["ra"].tolist() == \
-        [20.0, 355.0]
+    assert ask("SELECT ra FROM x WHERE class IN ('STAR', 'QSO') ORDER BY ra")["ra"].tolist() == [
+        20.0,
+        355.0,
+    ]
     assert ask("SELECT COUNT(*) AS n, MAX(z) AS zm FROM x WHERE z IS NOT NULL")["n"][0] == 4
     assert ask("SELECT ('a-' + '-b') AS s FROM x")["s"][0] == "a--b"
     assert ask("SELECT ra FROM x WHERE class LIKE 'gal%'")["ra"].size == 3
 
 
-@pytest.mark.parametrize("sql, message", [
-    ("SELECT ra FORM x", "Incorrect syntax"),
-    ("SELECT nope FROM x", "Invalid column name 'nope'"),
-    ("SELECT ra INTO mydb.t FROM x", "CasJobs"),
-    ("SELECT dbo.fPhotoFlags('SATURATED') FROM x", "not a recognized"),
-])
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("SELECT ra FORM x", "Incorrect syntax"),
+        ("SELECT nope FROM x", "Invalid column name 'nope'"),
+        ("SELECT ra INTO mydb.t FROM x", "CasJobs"),
+        ("SELECT dbo.fPhotoFlags('SATURATED') FROM x", "not a recognized"),
+    ],
+)
 def test_sql_errors(sql, message):
     with pytest.raises(SQLError, match=message):
         ask(sql)
@@ -73,12 +82,22 @@ def test_sql_errors(sql, message):
 def test_csv_fits_and_error_answers_over_http():
     with StandIn(catalog=SMALL) as s:
         url = s.url + "/dr12/en/tools/search/x_results.aspx"
-        r = requests.get(url, params={"cmd": "SELECT TOP 2 ra, class FROM x ORDER BY ra",
-                                      "format": "csv", "searchtool": "SQL"}, timeout=5)
+        r = requests.get(
+            url,
+            params={
+                "cmd": "SELECT TOP 2 ra, class FROM x ORDER BY ra",
+                "format": "csv",
+                "searchtool": "SQL",
+            },
+            timeout=5,
+        )
         assert r.status_code == 200
         assert r.text.splitlines() == ["#Table1", "ra,class", "5,GALAXY", "10,GALAXY"]
-        r = requests.get(s.url + "/dr9/en/tools/search/x_sql.asp",
-                         params={"cmd": "SELECT ra FROM x", "format": "fits"}, timeout=5)
+        r = requests.get(
+            s.url + "/dr9/en/tools/search/x_sql.asp",
+            params={"cmd": "SELECT ra FROM x", "format": "fits"},
+            timeout=5,
+        )
         from astropy.table import Table
 
         assert len(Table.read(io.BytesIO(r.content), format="fits")) == 5
@@ -120,17 +139,24 @@ def test_frames_from_real_headers(shared_data):
     with StandIn(frames=folder) as s:
         from photoz_tools.sdss.query import query_frames
 
-        t = query_frames((323.3, 323.31, -0.7, -0.69), url=s.url, spool=None, keep_spool=False,
-                         retries=0)
+        t = query_frames(
+            (323.3, 323.31, -0.7, -0.69), url=s.url, spool=None, keep_spool=False, retries=0
+        )
         assert t.column("field").to_pylist() == [136]
         t = query_frames((10, 20, 10, 20), url=s.url, retries=0)
         assert t.num_rows == 0 and "ra_min" in t.column_names
 
 
 def test_frames_across_ra_zero_are_found():
-    frames = {"run": [1, 2, 3], "camcol": [1, 1, 1], "field": [10, 11, 12],
-              "ra_min": [359.9, 10.0, 359.0], "ra_max": [0.1, 10.2, 359.2],
-              "dec_min": [0.0, 0.0, 0.0], "dec_max": [0.2, 0.2, 0.2]}
+    frames = {
+        "run": [1, 2, 3],
+        "camcol": [1, 1, 1],
+        "field": [10, 11, 12],
+        "ra_min": [359.9, 10.0, 359.0],
+        "ra_max": [0.1, 10.2, 359.2],
+        "dec_min": [0.0, 0.0, 0.0],
+        "dec_max": [0.2, 0.2, 0.2],
+    }
     from photoz_tools.sdss.query import query_frames
 
     with StandIn(frames=frames) as s:
