@@ -155,7 +155,7 @@ def _compile(model, p: dict[str, Any]) -> None:
 def _jit(xla: bool | None) -> bool | str:
     """XLA for the training step: on request; by default wherever it pays (GPUs, and JAX, which
     always compiles), but not on TensorFlow's CPU, where it measured slower here (9.5 against
-    15.5 galaxies/s for the paper network, benchmarks/model.md) and costs ~20 s to compile."""
+    15.5 galaxies/s for the paper network, BENCHMARKS.md) and costs ~20 s to compile."""
     if xla is not None:
         return bool(xla)
     if backend.name() != "tensorflow" or backend.has_gpu():
