@@ -47,5 +47,13 @@ format:
 man: install
 	$(PY) -m photoz_tools.cli.manpages man
 
+# speed and memory figures recorded in BENCHMARKS.md (tens of minutes; ~2 GB free under /tmp)
+bench: install system-deps
+	$(PY) benchmarks/tables_rss.py --repeats 3
+	$(PY) benchmarks/score_speed.py --point-rows 1e7 --pdf-rows 1e6 --e2e-rows 1e6
+	$(PY) benchmarks/model_speed.py --arch paper --n 512 --repeats 3 --train-batch 128
+	$(PY) benchmarks/model_memory.py --sizes 1000 4000 --buffer-mb 32
+	$(PY) benchmarks/cutout_speed.py --runs 5 --n 200 --n-swarp 10
+
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info
