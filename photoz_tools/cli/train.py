@@ -70,7 +70,11 @@ def main_command(
     lr: Annotated[float, typer.Option(help="Adam learning rate (divided by 5 halfway).")] = 1e-4,
     fold: Annotated[
         int | None,
-        typer.Option(help="Hold out the rows of this fold (test set).", show_default=False),
+        typer.Option(
+            help="Hold out the rows of this fold as the test set; every other fold trains "
+            "(also rows pz-pack split as test).",
+            show_default=False,
+        ),
     ] = None,
     val_size: Annotated[
         int,

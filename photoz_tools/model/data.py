@@ -121,7 +121,9 @@ def select_rows(
                 f"--fold {fold}: no row of {where} has fold {fold} "
                 f"(folds present: {sorted(set(folds.tolist()))[:20]})"
             )
-        kind = np.where(folds == fold, 2, kind).astype(np.int8)
+        # cross-validation: fold k is the test set and every other fold trains, including rows
+        # pz-pack marked 'test' for a single-split protocol (validation rows stay validation)
+        kind = np.where(folds == fold, 2, np.where(kind == 2, 0, kind)).astype(np.int8)
     n_test = int((kind == 2).sum())
     usable &= kind != 2
     labels = np.asarray(bins.index(z)).reshape(-1)
