@@ -46,7 +46,8 @@ def lanczos3_weights(frac: np.ndarray) -> np.ndarray:
     """Normalised Lanczos-3 weights, shape (6, ...), for taps at offsets -2..3 from floor(v).
 
     `frac` is ``v - floor(v)`` in [0, 1). As in SWarp, fractions below 1e-5 give a delta on the
-    tap at offset 0, so a grid that lands on pixel centres copies the pixels untouched.
+    tap at offset 0, so a grid that lands on pixel centres copies the pixels untouched; those
+    above 1 - 1e-5 give a delta on the tap at +1 (SWarp's double-precision sinc gives the same).
 
     sinc(d) sinc(d/3) with d = f - k shares the factor sin(pi f) between taps (it cancels in
     the normalisation) and sin(pi (f-k)/3) follows from sin and cos of pi f/3 by angle
@@ -66,6 +67,11 @@ def lanczos3_weights(frac: np.ndarray) -> np.ndarray:
     delta = frac < 1e-5
     if delta.any():
         w[:, delta] = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0], np.float32)[:, None]
+    # the mirror case: a fraction within 1e-5 of 1 rounds to 1.0 in float32 (then 0/0 on the
+    # tap at +1, a NaN pixel about once per 10^8 positions); it is a delta on that tap
+    delta = frac > 1.0 - 1e-5
+    if delta.any():
+        w[:, delta] = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0], np.float32)[:, None]
     return w
 
 

@@ -32,6 +32,17 @@ def test_weights_normalised_symmetric_and_delta():
     assert np.abs(w.T[ok] - ref[ok]).max() < 1e-6
 
 
+def test_fraction_just_below_one_is_a_delta_on_the_next_tap_not_nan():
+    # 1 - 1e-9 rounds to 1.0 in float32: it once gave 0/0 and NaN cutout pixels (flag 4) for
+    # ~1 galaxy in 1,000 of a mock survey; it is the next pixel, as in double-precision SWarp
+    for frac in (1 - 1e-9, 1 - 5e-6):
+        w = lanczos3_weights(np.array([frac]))[:, 0]
+        assert np.array_equal(w, [0, 0, 0, 1, 0, 0])
+    img = np.arange(100, dtype=np.float32).reshape(10, 10)
+    v, ok = lanczos3(img, np.array([5.0 - 1e-9]), np.array([6.0]))  # 1-based: pixel (5, 6)
+    assert ok.all() and v[0] == img[5, 4]
+
+
 def test_lanczos_copies_pixels_on_the_grid_and_keeps_constants():
     rng = np.random.default_rng(1)
     img = rng.normal(size=(40, 50)).astype(np.float32)
