@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS ?= cnn,jax,sdss,mock,qp,scale,dev
 
-.PHONY: test demo install system-deps lint format man bench clean
+.PHONY: test demo install system-deps lint format man bench bench-mock clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 (apt-get install python3.11 python3.11-venv)" >&2; exit 1; }
@@ -54,6 +54,9 @@ bench: install system-deps
 	$(PY) benchmarks/model_speed.py --arch paper --n 512 --repeats 3 --train-batch 128
 	$(PY) benchmarks/model_memory.py --sizes 1000 4000 --buffer-mb 32
 	$(PY) benchmarks/cutout_speed.py --runs 5 --n 200 --n-swarp 10
+
+bench-mock: install
+	benchmarks/mock_large.sh
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info
