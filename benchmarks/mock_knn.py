@@ -8,7 +8,9 @@ Baselines, fitted on the CNN's training rows only and evaluated on the rows the 
 - Beck et al. (2016)-like local linear regression: for each galaxy, a linear fit of z on the
   features of its k=100 nearest training neighbours (SDSS DR12's photo-z method, the paper's
   catalogue-based comparison at sigma_MAD 0.0135);
-- a constant (the training median), the floor every estimator must beat.
+- a constant (the training median), the floor every estimator must beat;
+- on a mock (truth columns present), "oracle" kNNs given the true sizes or noise-free
+  magnitudes: the most any pixel-based estimator could gain over the catalogue.
 
 Run: .venv/bin/python benchmarks/mock_knn.py [DEMO_OUTPUT]   (default demo-output: its
      dataset.parquet, rows not split=test, trains; its zphot.parquet names the test rows)
@@ -27,12 +29,38 @@ from photoz_tools.metrics import bias, eta, sigma_mad
 BANDS = "ugriz"
 
 
-def features(table, errors: bool = False) -> np.ndarray:
-    mags = np.column_stack([table[f"dered_petro_{b}"].to_numpy() for b in BANDS])
+def features(
+    table, errors: bool = False, prefix: str = "dered_petro_", size: bool = False
+) -> np.ndarray:
+    mags = np.column_stack([table[f"{prefix}{b}"].to_numpy() for b in BANDS])
     cols = [mags, -np.diff(mags, axis=1)]
     if errors:
         cols.append(np.column_stack([table[f"petroMagErr_{b}"].to_numpy() for b in BANDS]))
+    if size:
+        cols.append(np.log10(table["r50_true"].to_numpy())[:, None])
     return np.column_stack(cols)
+
+
+def oracle_rows(train, test, z: np.ndarray) -> list[str]:
+    """kNN given a mock's truth: how much redshift information could pixels add at most?"""
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    out = []
+    for prefix, size, what in (
+        ("dered_petro_", True, "catalogue magnitudes + colours + true log r50"),
+        ("true_mag_", False, "noise-free true magnitudes + colours"),
+        ("true_mag_", True, "true magnitudes + colours + true log r50"),
+    ):
+        xtr, xte = (
+            features(train, prefix=prefix, size=size),
+            features(test, prefix=prefix, size=size),
+        )
+        scaler = StandardScaler().fit(xtr)
+        knn = KNeighborsRegressor(n_neighbors=15, weights="distance")
+        knn.fit(scaler.transform(xtr), train["z"].to_numpy())
+        out.append(row(f"oracle: kNN on {what} (k=15)", knn.predict(scaler.transform(xte)), z))
+    return out
 
 
 def local_linear(xtrain: np.ndarray, ztrain: np.ndarray, xtest: np.ndarray, k: int = 100):
@@ -115,6 +143,8 @@ def main() -> None:
     if "zphot_b16" in test.column_names:
         print(row("catalogue zphot_b16 (pz-mock's kNN)", test["zphot_b16"].to_numpy(), z))
     print(row("constant (training median)", np.full_like(z, np.median(ztrain)), z))
+    if {"true_mag_r", "r50_true"} <= set(train.column_names) & set(test.column_names):
+        print("\n".join(oracle_rows(train, test, z)))
 
 
 if __name__ == "__main__":
