@@ -41,25 +41,34 @@ def features(
     return np.column_stack(cols)
 
 
-def oracle_rows(train, test, z: np.ndarray) -> list[str]:
-    """kNN given a mock's truth: how much redshift information could pixels add at most?"""
-    from sklearn.neighbors import KNeighborsRegressor
+def scaled(xtrain: np.ndarray, xtest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets standardised by the training rows' mean and spread."""
     from sklearn.preprocessing import StandardScaler
 
+    scaler = StandardScaler().fit(xtrain)
+    return scaler.transform(xtrain), scaler.transform(xtest)
+
+
+def knn(xtrain: np.ndarray, ztrain: np.ndarray, xtest: np.ndarray, k: int = 15) -> np.ndarray:
+    """Distance-weighted kNN regression (scikit-learn), as the baselines and oracles use it."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    model = KNeighborsRegressor(n_neighbors=k, weights="distance").fit(xtrain, ztrain)
+    return model.predict(xtest)
+
+
+def oracle_rows(train, test, z: np.ndarray) -> list[str]:
+    """kNN given a mock's truth: how much redshift information could pixels add at most?"""
     out = []
     for prefix, size, what in (
         ("dered_petro_", True, "catalogue magnitudes + colours + true log r50"),
         ("true_mag_", False, "noise-free true magnitudes + colours"),
         ("true_mag_", True, "true magnitudes + colours + true log r50"),
     ):
-        xtr, xte = (
-            features(train, prefix=prefix, size=size),
-            features(test, prefix=prefix, size=size),
+        xtr, xte = scaled(
+            features(train, prefix=prefix, size=size), features(test, prefix=prefix, size=size)
         )
-        scaler = StandardScaler().fit(xtr)
-        knn = KNeighborsRegressor(n_neighbors=15, weights="distance")
-        knn.fit(scaler.transform(xtr), train["z"].to_numpy())
-        out.append(row(f"oracle: kNN on {what} (k=15)", knn.predict(scaler.transform(xte)), z))
+        out.append(row(f"oracle: kNN on {what} (k=15)", knn(xtr, train["z"].to_numpy(), xte), z))
     return out
 
 
@@ -86,8 +95,6 @@ def row(name: str, zp: np.ndarray, z: np.ndarray, crps: float | None = None) -> 
 def main() -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from sklearn.neighbors import KNeighborsRegressor
-    from sklearn.preprocessing import StandardScaler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("demo", nargs="?", default="demo-output", help="demo output folder")
@@ -118,12 +125,9 @@ def main() -> None:
 
     lines = []
     for errors in (False, True):
-        scaler = StandardScaler().fit(features(train, errors))
-        xtr = scaler.transform(features(train, errors))
-        xte = scaler.transform(features(test, errors))
-        knn = KNeighborsRegressor(n_neighbors=15, weights="distance").fit(xtr, ztrain)
+        xtr, xte = scaled(features(train, errors), features(test, errors))
         what = "magnitudes + colours" + (" + errors" if errors else "")
-        lines.append(row(f"kNN on {what} (sklearn, k=15)", knn.predict(xte), z))
+        lines.append(row(f"kNN on {what} (sklearn, k=15)", knn(xtr, ztrain, xte), z))
         if not errors:
             zll = local_linear(xtr, ztrain, xte)
             lines.append(row(f"local linear regression on {what} (Beck+16, k=100)", zll, z))

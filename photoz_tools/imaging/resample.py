@@ -64,14 +64,12 @@ def lanczos3_weights(frac: np.ndarray) -> np.ndarray:
             d = f32 - _TAPS32[k]
             w[k] = (sa * _COS_K32[k] - ca * _SIN_K32[k]) / (d * d)
         w /= w.sum(axis=0)
-    delta = frac < 1e-5
-    if delta.any():
-        w[:, delta] = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0], np.float32)[:, None]
-    # the mirror case: a fraction within 1e-5 of 1 rounds to 1.0 in float32 (then 0/0 on the
-    # tap at +1, a NaN pixel about once per 10^8 positions); it is a delta on that tap
-    delta = frac > 1.0 - 1e-5
-    if delta.any():
-        w[:, delta] = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0], np.float32)[:, None]
+    # fractions within 1e-5 of 0 or of 1 are deltas on the tap at 0 or +1 (one within ~3e-8 of 1
+    # rounds to 1.0 in float32 and would give 0/0 on the tap at +1: a NaN pixel)
+    for delta, tap in ((frac < 1e-5, 2), (frac > 1.0 - 1e-5, 3)):
+        if delta.any():
+            w[:, delta] = 0.0
+            w[tap, delta] = 1.0
     return w
 
 
