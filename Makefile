@@ -21,13 +21,17 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 # SWarp (the paper's resampler, for the cross-check) and pandoc (man pages): Debian packages,
-# installed when we are root on a Debian-like system; tests that need them skip with a reason elsewhere.
+# installed when we are root on a Debian-like system. In CI (CI=true) a failed install fails the
+# run, so their tests can never turn into silent skips there; elsewhere those tests skip with a reason.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  if ! command -v SWarp >/dev/null 2>&1 || ! command -v pandoc >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swarp pandoc >/dev/null) \
-	      || echo "make: could not apt-get install swarp pandoc; their tests will skip" >&2; \
+	  if ! { command -v SWarp || command -v swarp; } >/dev/null 2>&1 || ! command -v pandoc >/dev/null 2>&1; then \
+	    if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swarp pandoc >/dev/null); then \
+	      if [ "$${CI:-}" = true ]; then echo "make: apt-get install swarp pandoc failed (CI=true: failing the run)" >&2; exit 1; fi; \
+	      echo "make: could not apt-get install swarp pandoc; their tests will skip" >&2; \
+	    fi; \
 	  fi; \
+	elif [ "$${CI:-}" = true ]; then echo "make: CI=true but not root on Debian: cannot install swarp pandoc" >&2; exit 1; \
 	else echo "make: not root on Debian: SWarp/pandoc tests skip unless already installed" >&2; fi
 
 test: install system-deps

@@ -16,10 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import keras
-from keras import layers, ops
-
 from photoz_tools.errors import PzUsageError
+from photoz_tools.model.backend import import_keras
+
+keras = import_keras()
+layers, ops = keras.layers, keras.ops
 
 IMAGE_SHAPE = (64, 64, 5)
 SCALINGS = ("none", "signed_sqrt")

@@ -7,19 +7,81 @@ code runs with KERAS_BACKEND=jax on hosts without TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from types import ModuleType
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# What TensorFlow's C++ runtime prints on file descriptor 2 while it starts, whatever
+# TF_CPP_MIN_LOG_LEVEL says (absl logs before InitializeLog, oneDNN's port.cc notice on CPUs with
+# its custom ops, the CPU-feature guard): informational and warning lines only. Errors (E/F) and
+# anything unrecognised are passed on.
+_CHATTER = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] "
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|\s*$)"
+)
+
+
+@contextlib.contextmanager
+def quiet_fd2() -> Iterator[None]:
+    """Route file descriptor 2 to a temporary file (C++ libraries write there directly, past
+    Python's sys.stderr) and afterwards pass on every line that is not known start-up chatter;
+    when the block raises, pass on everything, so a real import error is never hidden."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as spool:
+        os.dup2(spool.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            spool.seek(0)
+            text = spool.read().decode("utf-8", "replace")
+            keep = (
+                text
+                if failed
+                else "".join(
+                    line for line in text.splitlines(keepends=True) if not _CHATTER.match(line)
+                )
+            )
+            if keep:
+                sys.stderr.write(keep)
+                sys.stderr.flush()
+
+
+def import_keras() -> ModuleType:
+    """Keras with its backend imported quietly: the one way photoz_tools imports Keras, so that
+    no pz-* command prints TensorFlow's start-up lines (design brief, issue 9)."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    silence()
+    with quiet_fd2():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":  # device set-up logs too: do it now
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+    return keras
 
 
 def name() -> str:
     """The Keras backend in use ('tensorflow', 'jax', ...)."""
-    import keras
-
-    return keras.backend.backend()
+    return import_keras().backend.backend()
 
 
 def silence() -> None:
@@ -38,9 +100,7 @@ def silence() -> None:
 
 def configure(seed: int | None = None, deterministic: bool = False) -> None:
     """Seed Python, numpy and the backend; optionally make TensorFlow's ops deterministic."""
-    silence()
-    import keras
-
+    keras = import_keras()
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     if deterministic and name() == "tensorflow":
@@ -85,9 +145,9 @@ def device_description() -> str:
 
 def versions() -> dict[str, str]:
     """Library versions recorded in a bundle's manifest."""
-    import keras
     import numpy as np
 
+    keras = import_keras()
     out = {"keras": keras.__version__, "numpy": np.__version__, "backend": name()}
     try:
         if name() == "tensorflow":

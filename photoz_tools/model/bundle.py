@@ -178,12 +178,10 @@ def load_bundle(path: str | Path, bins: Bins | None = None, load_members: bool =
         bins=Bins.from_json(json.dumps(manifest["bins"])),
     )
     if load_members:
-        from photoz_tools.model import backend
-
-        backend.silence()
-        import keras
-
         from photoz_tools.model import architecture  # noqa: F401  (registers InputScaling)
+        from photoz_tools.model.backend import import_keras
+
+        keras = import_keras()
 
         for m in manifest["members"]:
             try:

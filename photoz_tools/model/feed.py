@@ -6,12 +6,14 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import keras
 import numpy as np
 
 from photoz_tools.errors import PzError
+from photoz_tools.model.backend import import_keras
 from photoz_tools.model.data import IMAGE_BYTES, Selection, augment, balance_weights, iter_images
 from photoz_tools.pdf import Bins
+
+keras = import_keras()
 
 
 class TrainingBatches(keras.utils.PyDataset):

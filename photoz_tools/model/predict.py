@@ -58,7 +58,9 @@ class Ensemble:
     """The members of a bundle as one callable: images (n,64,64,5) + ebv (n,) -> mean PDF."""
 
     def __init__(self, b: bundlemod.Bundle, batch_size: int = 256, tta: bool = False) -> None:
-        import keras
+        from photoz_tools.model.backend import import_keras
+
+        keras = import_keras()
 
         self.bundle = b
         self.batch_size = int(batch_size)

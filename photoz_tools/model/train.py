@@ -138,7 +138,7 @@ def _run_key(p: dict[str, Any]) -> str:
 
 
 def _compile(model, p: dict[str, Any]) -> None:
-    import keras
+    keras = backend.import_keras()
 
     r: Recipe = p["recipe"]
     half = max(1, p["total_steps"] // 2)
@@ -221,7 +221,7 @@ def train(
     p = plan(dataset, arch, recipe, scaling, z_col, ebv_col, image_col)
     report("plan", **p)
     backend.configure(recipe.seed, deterministic=False)
-    import keras
+    keras = backend.import_keras()
 
     from photoz_tools.model import architecture, feed
 
