@@ -2,8 +2,12 @@
 training-ready dataset with ``fold``, ``split`` and ``pack_flags`` columns.
 
 Images stream through in batches; only O(N) scalars (ids, z, the catalogue's non-image columns)
-are held in memory. Output rows keep the order of the image source (the cutouts table or the npz
-cube), so a dataset can be compared row by row with its input.
+are held in memory. Output rows are in a seeded uniform random order by default, because
+training reads a dataset front to back and a shuffle buffer there only mixes neighbours: the
+rows go through :func:`photoz_tools.shuffle.bucket_shuffle`, whose memory is bounded by
+``PZ_PACK_BUFFER_MB`` (temporary bucket files beside the output hold the rest). The order is
+said on stderr and recorded in the ``pz_pack`` metadata; ``keep_order`` (``--keep-order``) keeps
+the image source's order instead, so a dataset can be compared row by row with its input.
 
 Folds are a function of (seed, k, the set of ids kept, their z) only, not of the input's row
 order: rows are put in a canonical order (by id, or by z then id when stratifying) before the
@@ -17,8 +21,10 @@ incrementally from the (stored or deflated) member stream.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +68,22 @@ NPZ_DEFAULT_MAP = {
 UNITS = {"ra": "deg", "dec": "deg", "ebv": "mag", "dered_petro_r": "mag", "image": "nanomaggy"}
 # pz-cutout's bitmask; never SDSS's photometric `flags`, which pz-cutout passes through
 CUTOUT_FLAG_COLUMNS = ("cutout_flags",)
+BUFFER_ENV = "PZ_PACK_BUFFER_MB"  # the shuffle's memory budget in MB (fractions allowed)
+DEFAULT_BUFFER_MB = 1024
+
+
+def buffer_bytes_from_env() -> int:
+    """The shuffle's memory budget: ``$PZ_PACK_BUFFER_MB`` megabytes (default 1024)."""
+    text = os.environ.get(BUFFER_ENV, "").strip()
+    if not text:
+        return DEFAULT_BUFFER_MB << 20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = float("nan")
+    if not (math.isfinite(mb) and mb > 0):
+        raise PzUsageError(f"{BUFFER_ENV}={text}: give the shuffle's memory in MB, e.g. 1024")
+    return max(1, int(mb * (1 << 20)))
 
 
 @dataclass
@@ -79,6 +101,7 @@ class PackSummary:
     per_split_fold: dict[str, list[int]] = field(default_factory=dict)
     folds: int = 5
     output: str = "-"
+    shuffle_seed: int | None = None  # rows in a random order drawn with this seed; None: source's
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -710,6 +733,8 @@ def pack(
     label_map: dict[str, str] | None = None,
     batch_rows: int = 512,
     format: str | None = None,
+    keep_order: bool = False,
+    buffer_bytes: int | None = None,
     command_line: str | None = None,
     log: Callable[[str], None] | None = None,
     advance: Callable[[int], None] | None = None,
@@ -720,11 +745,16 @@ def pack(
     Output columns: the id, the catalogue's (or npz labels') columns, the cutouts' other
     non-image columns, ``fold`` (int16, 0..k-1), ``split`` ("train", "validation", "test"),
     ``pack_flags`` (int16 bitmask, see NONFINITE, CUTOUT_FLAGGED, MISSING_BAND) and ``image``
-    ((64, 64, 5) float32) last. Rows keep the image source's order. Returns the counts.
+    ((64, 64, 5) float32) last. Returns the counts.
+
+    Rows are written in a uniform random order drawn from `seed` (the folds and splits do not
+    depend on it), through temporary files beside the output when they exceed `buffer_bytes`
+    (default ``$PZ_PACK_BUFFER_MB``, 1024 MB); `keep_order` keeps the image source's order.
     """
     import pyarrow as pa
 
     from photoz_tools import tables
+    from photoz_tools.shuffle import ShuffleBufferTooSmall, bucket_shuffle, random_keys
 
     log = log or (lambda s: None)
     advance = advance or (lambda n: None)
@@ -738,6 +768,8 @@ def pack(
         raise PzUsageError(f"--bad {bad}: choose drop or flag")
     if batch_rows < 1:
         raise PzUsageError("--batch-rows must be >= 1")
+    if not keep_order and buffer_bytes is None:
+        buffer_bytes = buffer_bytes_from_env()
     label_map = dict(label_map or {})
     src_name = str(source) if source not in (None, "-") else "-"
     is_npz = src_name != "-" and (
@@ -748,7 +780,12 @@ def pack(
             and not src_name.lower().endswith((".parquet", ".pq", ".fits", ".fit"))
         )
     )
-    summary = PackSummary(bad_action=bad, folds=folds, output=str(output or "-"))
+    summary = PackSummary(
+        bad_action=bad,
+        folds=folds,
+        output=str(output or "-"),
+        shuffle_seed=None if keep_order else seed,
+    )
 
     # ---- pass 1: ids, labels for the cut and stratification, joins
     if is_npz:
@@ -851,6 +888,8 @@ def pack(
                 "bad": bad,
                 "flag_mask": flag_mask,
                 "mgs_cut": mgs_cut,
+                "order": "source" if keep_order else "shuffled",
+                "shuffle_seed": None if keep_order else seed,
             }
         )
     }
@@ -886,8 +925,10 @@ def pack(
         ]
         return fields, arrays
 
-    start = 0
-    try:
+    def batches() -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """(source row numbers, the rows kept of them) batch by batch, in the source's order."""
+        nonlocal schema
+        start = 0
         stream = npz.iter_batches(batch_rows) if is_npz else tsrc.iter_batches()
         for img, cols in stream:
             k = len(img)
@@ -921,19 +962,51 @@ def pack(
             ]
             if schema is None:
                 schema = pa.schema([*fields, *tail_fields])
-                writer = tables.TableWriter(
-                    output, schema, format=format, metadata=metadata, provenance=provenance
-                )
-            if writer.format == "fits" and not writer.rows_written:
-                # FITS fixes a string column's width from the first rows written: pad them so
-                # that "validation" fits later (FITS drops trailing blanks on read)
-                i = schema.names.index("split")
-                arrays[i] = pa.array([v.ljust(10) for v in arrays[i].to_pylist()], pa.string())
             rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
             summary.rows += rb.num_rows
             advance(k)
             start += k
+            yield g, rb
+
+    def write(rb: pa.RecordBatch) -> None:
+        if writer.format == "fits" and not writer.rows_written:
+            # FITS fixes a string column's width from the first rows written: pad them so
+            # that "validation" fits later (FITS drops trailing blanks on read)
+            i = rb.schema.names.index("split")
+            cols = list(rb.columns)
+            cols[i] = pa.array([v.ljust(10) for v in cols[i].to_pylist()], pa.string())
+            rb = pa.RecordBatch.from_arrays(cols, schema=rb.schema)
+        writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
+
+    try:
+        source = batches()
+        first = next(source, None)  # the first batch fixes the schema
+        if first is None:
+            raise PzError(f"{src_name}: no rows to pack")
+        source = itertools.chain([first], source)
+        writer = tables.TableWriter(
+            output, schema, format=format, metadata=metadata, provenance=provenance
+        )
+        if keep_order:
+            for _, rb in source:
+                write(rb)
+        else:
+            keys = random_keys(n, seed)  # over all source rows: dropped rows leave gaps
+            folder = None if writer.dest is None else os.path.dirname(os.path.abspath(writer.dest))
+            try:
+                bucket_shuffle(
+                    ((keys[g], rb) for g, rb in source),
+                    schema,
+                    n,
+                    write,
+                    buffer_bytes=buffer_bytes,
+                    tmpdir=folder,
+                )
+            except ShuffleBufferTooSmall as exc:
+                raise PzUsageError(
+                    f"{BUFFER_ENV}={buffer_bytes / (1 << 20):g}: too small for {src_name}: "
+                    f"{exc} (or give --keep-order)"
+                ) from None
         summary.bad = {w: c for w, c in bad_counts.items() if c}
         if not summary.rows:
             raise PzError(
@@ -965,7 +1038,7 @@ def _explain(s: PackSummary) -> str:
 
 
 def report(s: PackSummary) -> list[str]:
-    """The stderr summary: joins, cuts, bad images, then rows per split and fold."""
+    """The stderr summary: joins, cuts, bad images, rows per split and fold, the row order."""
     lines = []
     if s.catalog_rows is not None:
         lines.append(
@@ -982,5 +1055,10 @@ def report(s: PackSummary) -> list[str]:
     lines.append(f"{'split':<{width}} {head} {'total':>8}")
     for sp, row in s.per_split_fold.items():
         lines.append(f"{sp:<{width}} " + " ".join(f"{c:>8}" for c in row) + f" {sum(row):>8}")
+    if s.shuffle_seed is not None:  # outputs never reorder rows silently
+        lines.append(
+            f"rows written in a random order (seed {s.shuffle_seed}); --keep-order keeps "
+            "the source's order"
+        )
     lines.append(f"wrote {s.rows} rows to {s.output if s.output != '-' else 'stdout'}")
     return lines

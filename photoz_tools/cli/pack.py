@@ -31,10 +31,16 @@ split (train/validation/test) and pack_flags, drops (or flags) rows with bad ima
 Parquet in row groups sized for streaming (FITS by extension). Counts per split and fold go to
 stderr.
 
-INPUT is pz-cutout's output (id, image, n_frames, flags), streamed in batches, its row order
-kept; or a .npz: 'cube' (N,64,64,5) + a 'labels' record array (the authors' sdss.npz), or 'data'
-+ 'z' + 'ebv' (their example file). The cube is read from the zip member by member, never
-loaded whole. npz labels EBV -> ebv and zphot -> zphot_b16 are renamed by default.
+INPUT is pz-cutout's output (id, image, n_frames, flags), streamed in batches; or a .npz:
+'cube' (N,64,64,5) + a 'labels' record array (the authors' sdss.npz), or 'data' + 'z' + 'ebv'
+(their example file). The cube is read from the zip member by member, never loaded whole.
+npz labels EBV -> ebv and zphot -> zphot_b16 are renamed by default.
+
+Rows are written in a uniform random order drawn from --seed (said on stderr and recorded in the
+pz_pack metadata), so that training reads them shuffled; --keep-order keeps the input's order.
+The shuffle holds at most PZ_PACK_BUFFER_MB megabytes of rows in memory (default 1024); beyond
+that it spills them to hidden temporary files beside the output (the system's temporary folder
+for stdout), which needs about the dataset's size in free disk space there while it runs.
 """
 EXAMPLES = """\
 [bold]Examples[/bold]
@@ -83,7 +89,17 @@ def pack(
         typer.Option("--id", help="Id column to join on (default: objID, specObjID or id)."),
     ] = None,
     folds: Annotated[int, typer.Option("--folds", "-k", help="Number of folds.")] = 5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold and split draws.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the fold and split draws and of the row order.")
+    ] = 0,
+    keep_order: Annotated[
+        bool,
+        typer.Option(
+            "--keep-order",
+            help="Write rows in the input's order (default: a random order drawn from --seed, "
+            "in memory up to PZ_PACK_BUFFER_MB, else through temporary files).",
+        ),
+    ] = False,
     stratify: Annotated[
         bool | None,
         typer.Option(
@@ -196,6 +212,7 @@ def pack(
             label_map=parse_label_map(label_map),
             batch_rows=batch_rows,
             format=format,
+            keep_order=keep_order,
             command_line=command_line(),
             log=log,
             advance=bar.advance,
