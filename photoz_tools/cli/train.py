@@ -24,10 +24,15 @@ HELP = """Train the CNN classifier ensemble of Pasquet et al. (2019) into a mode
 
 Reads a dataset table (image, ebv, z; optional split and fold columns, as pz-pack writes) in
 streaming batches, trains --members networks with the paper's recipe (Adam 1e-4 divided by 5
-halfway, batch 128, random 90-degree rotations and flips), checks them on a validation subset
-each epoch (loss and PIT flatness), and writes each member as a .keras file with manifest.json.
-A checkpoint is written every --checkpoint-every steps: after a crash or kill -9, rerun the same
-command and it resumes.
+halfway, batch 128, random 90-degree rotations and flips, cross-entropy from the logits), checks
+them on a validation subset each epoch (loss, sigma_MAD and PIT flatness), and writes each member
+as a .keras file with manifest.json.
+
+Batches are drawn from the whole training set: a dataset pz-pack wrote in its default random
+order is read as it is; any other table is first copied in a shuffled order next to the bundle
+(memory bounded by $PZ_TRAIN_BUFFER_MB). A checkpoint is written every --checkpoint-minutes of
+wall clock (or every --checkpoint-every steps): after a crash or kill -9, rerun the same command
+and it resumes, with the same batches.
 """
 EXAMPLES = """\
 [bold]Examples[/bold]
@@ -58,7 +63,10 @@ def main_command(
         ),
     ] = None,
     members: Annotated[int, typer.Option(help="Ensemble members (paper: 6).")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed; member m uses seed + 1000 m.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed (>= 0); member m draws its own stream SeedSequence(seed, (m,))."),
+    ] = 0,
     epochs: Annotated[
         int | None, typer.Option(help="Epochs [default: 30].", show_default=False)
     ] = None,
@@ -67,7 +75,21 @@ def main_command(
         typer.Option(help="Training steps instead of epochs (paper: 120000).", show_default=False),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Galaxies per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (divided by 5 halfway).")] = 1e-4,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Adam learning rate, divided by 5 halfway [default: the architecture's: "
+            "paper 1e-4].",
+            show_default=False,
+        ),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps of linear learning-rate warm-up [default: the architecture's].",
+            show_default=False,
+        ),
+    ] = None,
     fold: Annotated[
         int | None,
         typer.Option(
@@ -82,14 +104,34 @@ def main_command(
     ] = 20000,
     balanced: Annotated[bool, typer.Option(help="Redshift-balanced sample weights.")] = False,
     augment: Annotated[bool, typer.Option(help="Random 90-degree rotations and flips.")] = True,
-    mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU only).")] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Compute precision: float32, bfloat16 (GPUs; CPUs with AMX or AVX512-BF16) or "
+            "float16 (GPUs). Members are saved float32."
+        ),
+    ] = "float32",
     xla: Annotated[
         bool | None,
         typer.Option(
             help="XLA compilation [default: on GPUs and JAX, off on CPU].", show_default=False
         ),
     ] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
+    checkpoint_minutes: Annotated[
+        float, typer.Option(help="Minutes of wall clock between checkpoints.")
+    ] = 10.0,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps between checkpoints, instead of by wall clock.", show_default=False
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads reading and augmenting batches [default: up to 4].", show_default=False
+        ),
+    ] = None,
     drop_out_of_range: Annotated[
         bool, typer.Option(help="Drop rows whose z is outside the bins instead of refusing them.")
     ] = False,
@@ -120,6 +162,7 @@ def main_command(
     recipe = tr.Recipe(
         batch_size=batch_size,
         learning_rate=lr,
+        warmup_steps=warmup,
         epochs=epochs,
         steps=steps,
         augment=augment,
@@ -128,9 +171,11 @@ def main_command(
         fold=fold,
         members=members,
         seed=seed,
-        mixed_precision=mixed_precision,
+        precision=precision,
         xla=xla,
         checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes,
+        workers=workers,
         drop_out_of_range=drop_out_of_range,
     )
     if dry_run:
@@ -173,8 +218,9 @@ def _dry_run(p: dict[str, Any]) -> None:
         f"plan: {r.members} member(s) x {p['total_steps']:,} steps of {p['batch_size']} "
         f"({p['steps_per_epoch']:,} steps per epoch, "
         f"{p['total_steps'] / p['steps_per_epoch']:.1f} epochs), Adam {r.learning_rate:g} "
-        f"divided by {r.lr_drop:g} at step {max(1, p['total_steps'] // 2):,}; "
-        f"scaling {p['config']['scaling']}"
+        f"divided by {r.lr_drop:g} at step {max(1, p['total_steps'] // 2):,}"
+        + (f" after {r.warmup_steps:,} warm-up steps" if r.warmup_steps else "")
+        + f"; scaling {p['config']['scaling']}; precision {r.precision}"
     )
 
 

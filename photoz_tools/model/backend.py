@@ -200,3 +200,82 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
         run()
         best = min(best, time.perf_counter() - t)
     return 2.0 * n**3 / best / 1e9
+
+
+class TrainStep:
+    """One optimiser step of a compiled Keras model without a host round trip per step.
+
+    `Model.train_on_batch` converts the loss to a Python float every step, which makes the host
+    wait for the device (and, under JAX, writes the whole state back into the variables). Here the
+    loss stays on the device until `mean_loss()` reads it (every N steps), and under JAX the
+    state tuple is threaded through the jit-compiled step and written back only by `sync()`,
+    before evaluating or saving. The first step goes through train_on_batch, which builds the
+    optimizer and the compiled function.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.backend = name()
+        self._state = None
+        self._built = False
+        self._pending = None
+
+    def __call__(self, x, y, w=None) -> None:
+        m = self.model
+        if not self._built:
+            m.train_on_batch(x, y, sample_weight=w)
+            self._built = True
+            self._pending = "first"
+            return
+        if self.backend == "jax":
+            from keras.src.backend.jax.trainer import _distribute_data
+
+            if self._state is None:
+                self._state = m._get_jax_state(
+                    trainable_variables=True,
+                    non_trainable_variables=True,
+                    optimizer_variables=True,
+                    metrics_variables=True,
+                    purge_model_variables=False,
+                )
+                m._jax_state_synced = False
+            logs, self._state = m.train_function(self._state, iter([_distribute_data((x, y, w))]))
+        elif self.backend == "tensorflow":
+            logs = m.train_function(iter([(x, y, w)]))
+        else:  # pragma: no cover - other backends: the plain call
+            logs = m.train_on_batch(x, y, sample_weight=w, return_dict=True)
+        self._pending = logs
+
+    def sync(self) -> None:
+        """Write the JAX state back into the model's variables (a no-op elsewhere)."""
+        if self.backend == "jax" and self._state is not None:
+            tv, ntv, ov, mv = self._state
+            self.model._jax_state = {
+                "trainable_variables": tv,
+                "non_trainable_variables": ntv,
+                "optimizer_variables": ov,
+                "metrics_variables": mv,
+            }
+            self.model.jax_state_sync()
+            self._state = None
+
+    def mean_loss(self) -> float:
+        """The mean training loss since the last call (a host synchronisation: call it rarely),
+        then a fresh start of the running mean."""
+        if self._pending is None:
+            return float("nan")
+        if self._pending == "first":
+            value = float(self.model.get_metrics_result()["loss"])
+        else:
+            value = float(np_value(self._pending["loss"]))
+        self.sync()
+        self.model.reset_metrics()
+        self._pending = None
+        return value
+
+
+def np_value(x):
+    """A device value as numpy (a host synchronisation)."""
+    from keras import ops
+
+    return ops.convert_to_numpy(x)

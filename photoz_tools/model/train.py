@@ -1,12 +1,13 @@
 """Training an ensemble bundle: the plain function behind pz-train.
 
 The recipe is the design brief's (Adam 1e-4 divided by 5 halfway, batch 128, random 90-degree
-rotations and flips, sparse cross-entropy over the 180 bins, members differing by their seed).
-Training runs in a work folder ``OUTPUT.partial`` that holds a checkpoint every N steps (model and
-optimizer state in one ``.keras`` file, written atomically, plus a small JSON state); rerunning the
-same command after a crash or ``kill -9`` resumes from there and, with the same seed on CPU,
-ends with the weights the uninterrupted run would have produced. When every member is done, the
-manifest is written and the folder is renamed to OUTPUT.
+rotations and flips, sparse cross-entropy over the 180 bins computed from the logits, members
+differing by their seed). Training runs in a work folder ``OUTPUT.partial`` that holds a
+checkpoint every 10 minutes of wall clock (model and optimizer state in one ``.keras`` file,
+written atomically, only the latest kept, plus a small JSON state); rerunning the same command
+after a crash or ``kill -9`` resumes from there and, with the same seed on CPU, ends with the
+weights the uninterrupted run would have produced. When every member is done, the manifest is
+written and the folder is renamed to OUTPUT.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Recipe:
     """Training options recorded in the manifest (and compared on resume)."""
 
     batch_size: int = 128
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None  # None: the architecture's [train] value, else 1e-4
+    warmup_steps: int | None = None  # None: the architecture's [train] value, else 0
     lr_drop: float = 5.0
     epochs: int | None = None
     steps: int | None = None
@@ -48,9 +50,12 @@ class Recipe:
     fold: int | None = None
     members: int = 1
     seed: int = 0
-    mixed_precision: bool = False
+    precision: str = "float32"
     xla: bool | None = None
-    checkpoint_every: int = 200
+    checkpoint_every: int | None = None  # steps; None: by wall clock
+    checkpoint_minutes: float = 10.0
+    log_every: int = 50  # steps between reads of the loss (each read waits for the device)
+    workers: int | None = None  # feed threads (None: up to 4)
     drop_out_of_range: bool = False
 
 
@@ -58,8 +63,11 @@ def _noop(event: str, **info: Any) -> None:
     pass
 
 
-def _member_seed(seed: int, m: int) -> int:
-    return int(seed) + 1000 * int(m)
+def member_seed(seed: int, m: int) -> int:
+    """Member m's seed: an independent stream of numpy's SeedSequence (seed, spawn_key=(m,)),
+    the same whatever --members is, so a member trained alone equals member m of a full run."""
+    state = np.random.SeedSequence(int(seed), spawn_key=(int(m),)).generate_state(1)
+    return int(state[0] >> 1)
 
 
 def plan(
@@ -88,10 +96,33 @@ def plan(
     for name, value in (
         ("--batch-size", recipe.batch_size),
         ("--members", recipe.members),
-        ("--checkpoint-every", recipe.checkpoint_every),
+        ("--checkpoint-every", recipe.checkpoint_every or 1),
+        ("--log-every", recipe.log_every),
+        ("--workers", recipe.workers or 1),
     ):
         if value < 1:
             raise PzUsageError(f"{name} must be at least 1 (got {value})")
+    if recipe.seed < 0:
+        raise PzUsageError(f"--seed {recipe.seed}: must be >= 0")
+    if not recipe.checkpoint_minutes > 0:
+        raise PzUsageError(f"--checkpoint-minutes {recipe.checkpoint_minutes:g}: must be > 0")
+    train_defaults = config.get("train", {})
+    if recipe.learning_rate is None:
+        recipe.learning_rate = float(train_defaults.get("learning_rate", 1e-4))
+    if recipe.warmup_steps is None:
+        recipe.warmup_steps = int(train_defaults.get("warmup_steps", 0))
+    if not (math.isfinite(recipe.learning_rate) and recipe.learning_rate > 0):
+        raise PzUsageError(f"--lr {recipe.learning_rate:g}: must be a positive number")
+    if recipe.warmup_steps < 0:
+        raise PzUsageError(f"--warmup {recipe.warmup_steps}: must be >= 0")
+    if not (math.isfinite(recipe.lr_drop) and recipe.lr_drop > 0):
+        raise PzUsageError(f"--lr-drop {recipe.lr_drop:g}: must be a positive number")
+    from photoz_tools.model import precision
+
+    if recipe.precision not in precision.PRECISIONS:
+        raise PzUsageError(
+            f"--precision {recipe.precision}: choose one of {', '.join(precision.PRECISIONS)}"
+        )
     if recipe.steps is not None and recipe.epochs is not None:
         raise PzUsageError("give --steps or --epochs, not both")
     sel = data.select_rows(
@@ -121,6 +152,7 @@ def plan(
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "recipe": recipe,
+        "image_col": image_col,
     }
 
 
@@ -130,24 +162,30 @@ def _run_key(p: dict[str, Any]) -> str:
         "config": p["config"],
         "bins": p["bins"].to_json(),
         "data": p["selection"].fingerprint,
-        "recipe": {k: v for k, v in r.__dict__.items() if k not in ("checkpoint_every",)},
+        "recipe": {
+            k: v
+            for k, v in r.__dict__.items()
+            if k not in ("checkpoint_every", "checkpoint_minutes", "log_every", "workers")
+        },
         "total": p["total_steps"],
         "batch": p["batch_size"],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _compile(model, p: dict[str, Any]) -> None:
-    keras = backend.import_keras()
+def compile_for_training(model, p: dict[str, Any]) -> None:
+    """Adam with the warm-up and halfway drop, cross-entropy from the logits (`model` is the
+    logits model of architecture.logits_model)."""
+    from photoz_tools.model.schedule import WarmupDrop
 
+    keras = backend.import_keras()
     r: Recipe = p["recipe"]
-    half = max(1, p["total_steps"] // 2)
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [half], [r.learning_rate, r.learning_rate / r.lr_drop]
+    schedule = WarmupDrop(
+        r.learning_rate, max(1, p["total_steps"] // 2), r.lr_drop, int(r.warmup_steps or 0)
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=_jit(r.xla),
     )
 
@@ -169,10 +207,25 @@ def _save_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def evaluate(
-    model, selection, rows: np.ndarray, bins: Bins, batch_size: int = 256, image_col: str = "image"
+    model,
+    selection,
+    rows: np.ndarray,
+    bins: Bins,
+    batch_size: int = 256,
+    image_col: str = "image",
+    logits: bool = False,
 ) -> dict[str, float]:
-    """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`."""
+    """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`
+    (a model that outputs logits when `logits`, else probabilities)."""
     from photoz_tools import metrics, pdf
     from photoz_tools.model import data
     from photoz_tools.model.predict import predict_padded
@@ -182,7 +235,8 @@ def evaluate(
     pdfs, zs = [], []
     batch_size = min(batch_size, len(rows))  # one traced shape per run
     for r, x in data.iter_eval_batches(selection, rows, image_col):
-        pdfs.append(predict_padded(model, x["image"], x["ebv"], batch_size).astype(np.float64))
+        out = predict_padded(model, x["image"], x["ebv"], batch_size)
+        pdfs.append(softmax(out) if logits else out.astype(np.float64))
         zs.append(selection.z[r])
     p = np.concatenate(pdfs)
     z = np.concatenate(zs)
@@ -219,17 +273,15 @@ def train(
     if output.exists() and not force:
         raise PzError(f"{output}: already exists; choose another -o or pass --force to replace it")
     p = plan(dataset, arch, recipe, scaling, z_col, ebv_col, image_col)
+    from photoz_tools.model import precision
+
+    precision.check(recipe.precision)  # refuse before any work, not after the shuffle copy
     report("plan", **p)
     backend.configure(recipe.seed, deterministic=False)
     keras = backend.import_keras()
 
-    from photoz_tools.model import architecture, feed
+    from photoz_tools.model import feed
 
-    if recipe.mixed_precision:
-        if backend.has_gpu():
-            keras.mixed_precision.set_dtype_policy("mixed_float16")
-        else:
-            report("log", message="--mixed-precision ignored: no GPU (float32 on CPU)")
     work = output.with_name(output.name + ".partial")
     key = _run_key(p)
     run_file = work / "run.json"
@@ -247,27 +299,53 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     bundle.write_json_atomic(run_file, {"key": key, "dataset": str(dataset)})
 
-    sel, bins, cfg = p["selection"], p["bins"], p["config"]
-    total, spe = p["total_steps"], p["steps_per_epoch"]
+    sel = p["selection"]
+    chunks = feed.prepare(sel, work, recipe.seed, image_col, log=lambda m: report("log", message=m))
     members_info = []
     for m in range(recipe.members):
-        mseed = _member_seed(recipe.seed, m)
-        final = work / f"member_{m}.keras"
-        state_file = work / f"member_{m}.state.json"
-        ckpt = work / f"member_{m}.ckpt.keras"
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        if final.is_file() and state.get("done"):
-            members_info.append(state["info"])
-            report("member", member=m, members=recipe.members, info=state["info"], skipped=True)
-            continue
-        backend.configure(mseed)
+        info = _train_member(p, m, work, chunks, image_col, report)
+        members_info.append(info)
+        keras.backend.clear_session()
+    _finish_bundle(p, dataset, work, output, members_info, z_col, ebv_col, image_col)
+    if make_default:
+        bundle.set_default(output)
+    return output
+
+
+def _train_member(
+    p: dict[str, Any],
+    m: int,
+    work: Path,
+    chunks,
+    image_col: str,
+    report: Reporter,
+) -> dict[str, Any]:
+    """Train (or resume, or skip when done) member m; returns its manifest entry."""
+    from photoz_tools.model import architecture, feed, precision
+
+    keras = backend.import_keras()
+    recipe: Recipe = p["recipe"]
+    sel, bins, cfg = p["selection"], p["bins"], p["config"]
+    total = p["total_steps"]
+    mseed = member_seed(recipe.seed, m)
+    final = work / f"member_{m}.keras"
+    state_file = work / f"member_{m}.state.json"
+    ckpt = work / f"member_{m}.ckpt.keras"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if final.is_file() and state.get("done"):
+        report("member", member=m, members=recipe.members, info=state["info"], skipped=True)
+        return state["info"]
+    backend.configure(mseed)
+    with precision.policy(recipe.precision):
         if ckpt.is_file() and state.get("step"):
+            from photoz_tools.model import schedule  # noqa: F401  (registers WarmupDrop)
+
             model = keras.saving.load_model(ckpt, safe_mode=True)
             step = int(state["step"])
             history = state.get("history", [])
         else:
-            model = architecture.build_model(cfg, seed=mseed)
-            _compile(model, p)
+            model = architecture.logits_model(architecture.build_model(cfg, seed=mseed))
+            compile_for_training(model, p)
             step, history = 0, []
         batches = feed.TrainingBatches(
             sel,
@@ -277,60 +355,127 @@ def train(
             balanced=recipe.balanced,
             image_col=image_col,
             bins=bins,
+            chunks=chunks,
+            workers=recipe.workers,
         )
         report("start", member=m, members=recipe.members, step=step, total=total)
-        it, it_epoch = None, -1
+        run = _Loop(model, p, m, ckpt, state_file, report)
+        try:
+            history = run.steps(batches, step, history)
+        finally:
+            run.close()
+    val = history[-1] if history else {}
+    clean = architecture.build_model(cfg, seed=mseed)  # float32, no optimizer state
+    architecture.copy_weights(model, clean)
+    _save_atomic(clean, final)
+    info = {
+        "file": final.name,
+        "sha256": bundle.sha256_file(final),
+        "seed": mseed,
+        "member": m,
+        "steps": total,
+        "output": "probabilities",
+        "validation": {k[4:]: v for k, v in val.items() if k.startswith("val_")},
+        "history": history,
+    }
+    bundle.write_json_atomic(state_file, {"step": total, "done": True, "info": info})
+    ckpt.unlink(missing_ok=True)
+    report("member", member=m, members=recipe.members, info=info, skipped=False)
+    return info
+
+
+class _Loop:
+    """The step loop of one member: prefetched batches, the loss read every `log_every` steps,
+    validation at each epoch's end, checkpoints by wall clock (or every N steps)."""
+
+    def __init__(self, model, p: dict[str, Any], m: int, ckpt: Path, state_file: Path, report):
+        from photoz_tools.model import feed
+
+        self.model, self.p, self.m = model, p, m
+        self.ckpt, self.state_file, self.report = ckpt, state_file, report
+        self.step_fn = backend.TrainStep(model)
+        self.prefetch: feed.Prefetch | None = None
+
+    def close(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.close()
+            self.prefetch = None
+
+    def steps(self, batches, step: int, history: list[dict]) -> list[dict]:
+        from photoz_tools.model import feed
+
+        p, r = self.p, self.p["recipe"]
+        total, spe = p["total_steps"], p["steps_per_epoch"]
+        it_epoch = -1
         t0, n0 = time.perf_counter(), step
-        loss_ema = None
+        last_save = time.monotonic()
+        loss = float("nan")
         while step < total:
             epoch, i = divmod(step, spe)
-            if it is None or it_epoch != epoch:
-                it, it_epoch = batches.iterate(epoch, start=i), epoch
-            x, y, w = next(it)
-            logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
-            loss = float(logs["loss"])
-            if not math.isfinite(loss):
-                raise PzError(
-                    f"member {m}: the loss became {loss} at step {step + 1}; lower "
-                    "--lr or check the dataset's images"
-                )
-            loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
+            if it_epoch != epoch:
+                self.close()
+                self.prefetch = feed.Prefetch(batches.iterate(epoch, start=i), depth=4)
+                it_epoch = epoch
+            x, y, w = next(self.prefetch)
+            self.step_fn(x, y, w)
             step += 1
-            rate = (step - n0) * p["batch_size"] / max(time.perf_counter() - t0, 1e-9)
-            report("step", member=m, step=step, total=total, loss=loss_ema, rate=rate)
             end_epoch = step % spe == 0
+            if step % r.log_every == 0 or end_epoch or step == total:
+                loss = self.step_fn.mean_loss()
+                if not math.isfinite(loss):
+                    raise PzError(
+                        f"member {self.m}: the loss became {loss} by step {step}; lower "
+                        "--lr or check the dataset's images"
+                    )
+                rate = (step - n0) * p["batch_size"] / max(time.perf_counter() - t0, 1e-9)
+                self.report("step", member=self.m, step=step, total=total, loss=loss, rate=rate)
             if end_epoch or step == total:
-                val = evaluate(model, sel, sel.val_rows, bins, image_col=image_col)
+                self.step_fn.sync()
+                val = evaluate(
+                    self.model,
+                    p["selection"],
+                    p["selection"].val_rows,
+                    p["bins"],
+                    image_col=p["image_col"],
+                    logits=True,
+                )
                 history.append(
                     {
                         "epoch": (step - 1) // spe + 1,
                         "step": step,
-                        "loss": loss_ema,
+                        "loss": loss,
                         **{f"val_{k}": v for k, v in val.items()},
                     }
                 )
-                report("epoch", member=m, **history[-1])
-            if end_epoch or step == total or step % recipe.checkpoint_every == 0:
-                _save_atomic(model, ckpt)
-                bundle.write_json_atomic(state_file, {"step": step, "history": history})
-        val = history[-1] if history else {}
-        clean = architecture.build_model(cfg, seed=mseed)  # no optimizer state in the bundle
-        clean.set_weights(model.get_weights())
-        _save_atomic(clean, final)
-        info = {
-            "file": final.name,
-            "sha256": bundle.sha256_file(final),
-            "seed": mseed,
-            "steps": total,
-            "validation": {k[4:]: v for k, v in val.items() if k.startswith("val_")},
-            "history": history,
-        }
-        bundle.write_json_atomic(state_file, {"step": step, "done": True, "info": info})
-        ckpt.unlink(missing_ok=True)
-        members_info.append(info)
-        report("member", member=m, members=recipe.members, info=info, skipped=False)
-        keras.backend.clear_session()
+                self.report("epoch", member=self.m, **history[-1])
+            due = (
+                step % r.checkpoint_every == 0
+                if r.checkpoint_every
+                else time.monotonic() - last_save >= 60 * r.checkpoint_minutes
+            )
+            if due and step < total:
+                self.step_fn.sync()
+                _save_atomic(self.model, self.ckpt)  # one file, replaced: only the latest kept
+                bundle.write_json_atomic(self.state_file, {"step": step, "history": history})
+                last_save = time.monotonic()
+        self.step_fn.sync()
+        return history
 
+
+def _finish_bundle(
+    p: dict[str, Any],
+    dataset: str,
+    work: Path,
+    output: Path,
+    members_info: list[dict[str, Any]],
+    z_col: str,
+    ebv_col: str,
+    image_col: str,
+) -> None:
+    """Write the manifest and move the work folder to `output` (atomically)."""
+    recipe: Recipe = p["recipe"]
+    sel, bins, cfg = p["selection"], p["bins"], p["config"]
+    total, spe = p["total_steps"], p["steps_per_epoch"]
     manifest = {
         "format": bundle.FORMAT,
         "format_version": bundle.FORMAT_VERSION,
@@ -359,7 +504,7 @@ def train(
             "total_steps": total,
             "steps_per_epoch": spe,
             "optimizer": "Adam",
-            "loss": "sparse categorical cross-entropy",
+            "loss": "sparse categorical cross-entropy from the logits",
             "augmentation": "random 90-degree rotations and flips" if recipe.augment else "none",
         },
         "seeds": [mi["seed"] for mi in members_info],
@@ -368,13 +513,9 @@ def train(
         "versions": {"photoz-tools": __version__, **backend.versions()},
         "device": backend.device_description(),
     }
-    for f in work.glob("*.state.json"):
-        f.unlink()
-    run_file.unlink(missing_ok=True)
+    for f in [*work.glob("*.state.json"), *work.glob(".shuffled-*"), work / "run.json"]:
+        f.unlink(missing_ok=True)
     bundle.write_json_atomic(work / bundle.MANIFEST, manifest)
     if output.exists():
         shutil.rmtree(output)
     os.replace(work, output)
-    if make_default:
-        bundle.set_default(output)
-    return output

@@ -237,7 +237,12 @@ def test_bundle_for_other_bins_or_inputs_is_refused(tiny_bundle, tmp_path):
 def test_manifest_records_the_training(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     assert m["architecture"]["name"] == "tiny" and m["scaling"] == "signed_sqrt"
-    assert len(m["members"]) == 2 and m["seeds"] == [3, 1003]
+    from photoz_tools.model.train import member_seed
+
+    assert len(m["members"]) == 2 and m["seeds"] == [member_seed(3, 0), member_seed(3, 1)]
+    assert [mm["member"] for mm in m["members"]] == [0, 1]
+    assert {mm["output"] for mm in m["members"]} == {"probabilities"}
+    assert m["recipe"]["precision"] == "float32" and "from the logits" in m["recipe"]["loss"]
     assert m["recipe"]["batch_size"] == 32 and m["recipe"]["fold"] == 0
     assert m["data"]["held_out_test_rows"] == 120 and len(m["data"]["fingerprint"]) == 64
     for member in m["members"]:
