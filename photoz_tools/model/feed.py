@@ -249,12 +249,16 @@ class TrainingBatches:
             images = images[local]
         return ch.ids[c], np.ascontiguousarray(images, dtype=np.float32)
 
+    def chunk_order(self, epoch: int) -> np.ndarray:
+        """The order the chunks are visited in during `epoch`: a new permutation each epoch."""
+        return np.random.default_rng([self.seed, int(epoch), 3]).permutation(
+            len(self.chunks.groups)
+        )
+
     def iterate(self, epoch: int, start: int = 0) -> Iterator[tuple[dict, np.ndarray, Any]]:
         """The batches of `epoch`, from batch `start` on (earlier ones are drawn, not finished)."""
         rng = np.random.default_rng([self.seed, int(epoch), 1])
-        order = np.random.default_rng([self.seed, int(epoch), 3]).permutation(
-            len(self.chunks.groups)
-        )
+        order = self.chunk_order(epoch)
         readers = _Readers(self.chunks.path)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="pz-feed") as pool:
             reads = _Ordered(pool, 2 * self.workers)
