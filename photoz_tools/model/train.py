@@ -513,8 +513,12 @@ def _finish_bundle(
         "versions": {"photoz-tools": __version__, **backend.versions()},
         "device": backend.device_description(),
     }
-    for f in [*work.glob("*.state.json"), *work.glob(".shuffled-*"), work / "run.json"]:
-        f.unlink(missing_ok=True)
+    # state files, the shuffled copy, and temporaries a killed run may have left
+    for f in [*work.glob("*.state.json"), *work.glob(".*"), work / "run.json"]:
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink(missing_ok=True)
     bundle.write_json_atomic(work / bundle.MANIFEST, manifest)
     if output.exists():
         shutil.rmtree(output)
