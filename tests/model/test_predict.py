@@ -241,6 +241,12 @@ def test_manifest_records_the_training(tiny_bundle):
 
     assert len(m["members"]) == 2 and m["seeds"] == [member_seed(3, 0), member_seed(3, 1)]
     assert [mm["member"] for mm in m["members"]] == [0, 1]
+    # trained from an unshuffled table: its shuffled copy is gone, nothing hidden is left
+    assert sorted(f.name for f in tiny_bundle.iterdir()) == [
+        "manifest.json",
+        "member_0.keras",
+        "member_1.keras",
+    ]
     assert {mm["output"] for mm in m["members"]} == {"probabilities"}
     assert m["recipe"]["precision"] == "float32" and "from the logits" in m["recipe"]["loss"]
     assert m["recipe"]["batch_size"] == 32 and m["recipe"]["fold"] == 0
