@@ -65,7 +65,7 @@ def main() -> None:
     from photoz_tools import tables
     from photoz_tools.model import bundle
     from photoz_tools.model.predict import predict, predict_padded
-    from photoz_tools.model.train import Recipe, _compile
+    from photoz_tools.model.train import Recipe, compile_for_training
     from photoz_tools.pdf import Bins
 
     jit = {"auto": "auto", "on": True, "off": False}[args.xla]
@@ -84,8 +84,12 @@ def main() -> None:
     peaks = [backend.matmul_peak_gflops(2048, 3.0)]
 
     # ---- training: train_on_batch at the recipe's batch size
-    p = {"recipe": Recipe(xla=None if jit == "auto" else jit), "total_steps": 1000}
-    _compile(model, p)
+    p = {
+        "recipe": Recipe(learning_rate=1e-4, warmup_steps=0, xla=None if jit == "auto" else jit),
+        "total_steps": 1000,
+    }
+    model = architecture.logits_model(model)  # pz-train optimises the logits model
+    compile_for_training(model, p)
     images, ebv, z = galaxies(args.train_batch, 1)
     labels = Bins.default().index(z)
     x = {"image": images, "ebv": ebv.reshape(-1, 1)}

@@ -163,15 +163,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
-    """Measured float32 matmul throughput of this device through the backend (GFLOP/s, best of
-    repeated n x n products): the denominator of model FLOPs utilisation."""
+def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype: str = "float32") -> float:
+    """Measured matmul throughput of this device through the backend (GFLOP/s, best of repeated
+    n x n products in `dtype`): the denominator of model FLOPs utilisation."""
     import numpy as np
     from keras import ops
 
     rng = np.random.default_rng(0)
-    a = ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32))
-    b = ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32))
+    a = ops.cast(ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32)), dtype)
+    b = ops.cast(ops.convert_to_tensor(rng.standard_normal((n, n), dtype=np.float32)), dtype)
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
