@@ -79,14 +79,15 @@ def main_command(
         float | None,
         typer.Option(
             help="Adam learning rate, divided by 5 halfway [default: the architecture's: "
-            "paper 1e-4].",
+            "paper 1e-4, small 3e-3, tiny 1e-4].",
             show_default=False,
         ),
     ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            help="Steps of linear learning-rate warm-up [default: the architecture's].",
+            help="Steps of linear learning-rate warm-up [default: the architecture's: small "
+            "50, else 0].",
             show_default=False,
         ),
     ] = None,
