@@ -223,9 +223,15 @@ def evaluate(
     batch_size: int = 256,
     image_col: str = "image",
     logits: bool = False,
+    cache: list | None = None,
 ) -> dict[str, float]:
     """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`
-    (a model that outputs logits when `logits`, else probabilities)."""
+    (a model that outputs logits when `logits`, else probabilities).
+
+    `cache`, an empty list the caller keeps, holds the validation inputs after the first call
+    when they fit in a quarter of the shuffle buffer's budget: the rows are scattered over the
+    table, and reading the whole table at every epoch's end cost more than the training steps
+    (benchmarks/train_loop.md)."""
     from photoz_tools import metrics, pdf
     from photoz_tools.model import data
     from photoz_tools.model.predict import predict_padded
@@ -234,7 +240,17 @@ def evaluate(
         return {}
     pdfs, zs = [], []
     batch_size = min(batch_size, len(rows))  # one traced shape per run
-    for r, x in data.iter_eval_batches(selection, rows, image_col):
+    if cache:
+        batches = cache
+    else:
+        batches = data.iter_eval_batches(selection, rows, image_col)
+        if cache is not None:
+            from photoz_tools.model.feed import buffer_bytes
+
+            if len(rows) * data.IMAGE_BYTES <= buffer_bytes() // 4:
+                batches = list(batches)
+                cache.extend(batches)
+    for r, x in batches:
         out = predict_padded(model, x["image"], x["ebv"], batch_size)
         pdfs.append(softmax(out) if logits else out.astype(np.float64))
         zs.append(selection.z[r])
@@ -394,6 +410,7 @@ class _Loop:
         self.model, self.p, self.m = model, p, m
         self.ckpt, self.state_file, self.report = ckpt, state_file, report
         self.step_fn = backend.TrainStep(model)
+        self.val_cache: list = []
         self.prefetch: feed.Prefetch | None = None
 
     def close(self) -> None:
@@ -438,6 +455,7 @@ class _Loop:
                     p["bins"],
                     image_col=p["image_col"],
                     logits=True,
+                    cache=self.val_cache,
                 )
                 history.append(
                     {
