@@ -564,6 +564,8 @@ def main() -> None:
             )
     summary: dict = {}
     for name, r in runs.items():
+        if not r["gal_s"]:  # --repeats 0
+            continue
         s = {
             "short_s_median": med(r["short_s"]),
             "long_s_median": med(r["long_s"]),
