@@ -243,7 +243,7 @@ def evaluate(
     if cache:
         batches = cache
     else:
-        batches = data.iter_eval_batches(selection, rows, image_col)
+        batches = _regroup(data.iter_eval_batches(selection, rows, image_col), batch_size)
         if cache is not None:
             from photoz_tools.model.feed import buffer_bytes
 
@@ -262,6 +262,31 @@ def evaluate(
     pit, crps = pdf.pit_crps(p, bins, z)
     stats = metrics.statistics(summ["zphot"], z, crps=crps, pit=pit, width68=summ["width68"])
     return {"loss": loss, **{k: float(v) for k, v in stats.items()}}
+
+
+def _regroup(batches, size: int):
+    """(rows, inputs) pairs of exactly `size` rows (the last one shorter), whatever the table's
+    row groups: the validation rows are scattered, so each row group gives a few, and padding
+    every few to a full batch multiplied the network's work by ~16 (benchmarks/train_loop.md)."""
+    pending: list = []
+    n = 0
+
+    def flush(k: int):
+        r = np.concatenate([p[0] for p in pending])
+        x = {key: np.concatenate([p[1][key] for p in pending]) for key in pending[0][1]}
+        head = (r[:k], {key: v[:k] for key, v in x.items()})
+        rest = (r[k:], {key: v[k:] for key, v in x.items()})
+        return head, rest
+
+    for r, x in batches:
+        pending.append((r, x))
+        n += len(r)
+        while n >= size:
+            head, rest = flush(size)
+            yield head
+            pending, n = ([rest] if len(rest[0]) else []), len(rest[0])
+    if n:
+        yield flush(n)[0]
 
 
 def train(

@@ -101,3 +101,23 @@ def test_prefetch_hands_on_items_and_errors():
     assert next(it) == 1
     with pytest.raises(RuntimeError, match="reader failed"):
         next(it)
+
+
+def test_validation_batches_are_regrouped_to_full_batches():
+    """Scattered validation rows come a few per row group; each few must not become a padded
+    batch of its own (that multiplied validation's work ~16-fold)."""
+    from photoz_tools.model.train import _regroup
+
+    sizes = [3, 1, 5, 0, 7, 2]
+    start, parts = 0, []
+    for k in sizes:
+        r = np.arange(start, start + k)
+        parts.append((r, {"image": r.astype(np.float32)[:, None] * 2, "ebv": r[:, None] * 3}))
+        start += k
+    out = list(_regroup(iter(parts), 4))
+    assert [len(r) for r, _ in out] == [4, 4, 4, 4, 2]
+    rows = np.concatenate([r for r, _ in out])
+    np.testing.assert_array_equal(rows, np.arange(18))
+    for r, x in out:
+        np.testing.assert_array_equal(x["image"][:, 0], r * 2)
+        np.testing.assert_array_equal(x["ebv"][:, 0], r * 3)
