@@ -30,10 +30,12 @@ def run_cli(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run a pz-* command as a user would (a real subprocess), capturing bytes."""
-    module = command.removeprefix("pz-")
+    from photoz_tools.cli.manpages import module_name
+
+    module = module_name(command.removeprefix("pz-"))
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", f"photoz_tools.cli.{module}", *args],
+        [sys.executable, "-m", module, *args],
         input=input,
         capture_output=True,
         env=full_env,

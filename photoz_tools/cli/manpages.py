@@ -18,7 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = ("query", "cutout", "pack", "train", "predict", "score", "mock")
+COMMANDS = ("query", "cutout", "pack", "train", "import", "predict", "score", "mock")
+# pz-import's module cannot be named after it (`import` is a Python keyword)
+_MODULES = {"import": "import_checkpoint"}
+
+
+def module_name(command: str) -> str:
+    """The module under photoz_tools.cli that defines pz-COMMAND."""
+    return f"photoz_tools.cli.{_MODULES.get(command, command)}"
 # rich console markup ([bold]...[/bold]) that typer renders on a terminal but leaves in epilogs
 _RICH_TAG = re.compile(r"\[/?(?:bold|dim|italic|underline|code|red|green|yellow|blue|cyan)\]")
 
@@ -30,7 +37,7 @@ def markdown(command: str) -> str:
 
     from photoz_tools import __version__
 
-    app = importlib.import_module(f"photoz_tools.cli.{command}").app
+    app = importlib.import_module(module_name(command)).app
     click_obj = typer.main.get_command(app)
     name = f"pz-{command}"
     # plain text, not rich's HTML rendering: pandoc would keep its entities

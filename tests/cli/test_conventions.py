@@ -29,7 +29,7 @@ def test_help_imports_nothing_heavy(command):
     """`--help` must answer in well under a second: no TensorFlow, scipy, ... on that path."""
     code = (
         "import sys\n"
-        f"from photoz_tools.cli.{command} import app, main\n"
+        f"from {manpages.module_name(command)} import app, main\n"
         f"sys.argv = ['pz-{command}', '--help']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
