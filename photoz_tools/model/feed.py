@@ -201,7 +201,8 @@ class TrainingBatches:
     """Shuffled, augmented training batches: ``({"image", "ebv"}, labels, weights)``.
 
     Each epoch visits the chunks (row groups) in a random order through a shuffle buffer of
-    `buffer_rows` galaxies (the whole training set when it fits: then the shuffle is exact).
+    `buffer_rows` galaxies; a training set that fits the buffer is read once, kept, and drawn
+    from in a fresh permutation every epoch (an exact shuffle).
     Batches are full (`len(self)` = rows // batch_size). `workers` threads read row groups and
     finish batches (copy, check, augment) ahead of the consumer.
     """
@@ -229,6 +230,7 @@ class TrainingBatches:
             buffer_rows or max(4 * self.batch_size, buffer_bytes() // IMAGE_BYTES)
         )
         self.workers = int(workers or min(4, os.cpu_count() or 1))
+        self._resident: tuple[np.ndarray, np.ndarray] | None = None
         self.weights = None
         if balanced:
             n_bins = bins.n if bins is not None else int(selection.labels.max()) + 1
@@ -263,7 +265,11 @@ class TrainingBatches:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="pz-feed") as pool:
             reads = _Ordered(pool, 2 * self.workers)
             done = _Ordered(pool, 2 * self.workers)
-            for step, images, rows in self._draw(rng, order, reads, readers, pool):
+            if self.chunks.n_rows <= self.buffer_rows:
+                drawn = self._draw_resident(rng, start, reads, readers)
+            else:
+                drawn = self._draw(rng, order, reads, readers, pool)
+            for step, images, rows in drawn:
                 if step < start:
                     continue
                 done.submit(self._finish, images, rows, epoch, step)
@@ -271,6 +277,36 @@ class TrainingBatches:
                     yield done.take()
             while len(done):
                 yield done.take()
+
+    def _draw_resident(self, rng, start: int, reads: _Ordered, readers: _Readers):
+        """(step, images, rows) from the whole training set kept in memory: when it fits the
+        buffer, it is read once and every epoch is a fresh permutation of it (an exact shuffle
+        with no re-reading: re-reading the set before each epoch's first batch stalled the
+        network at every epoch start, benchmarks/train_loop.md)."""
+        ids, images = self._load_resident(reads, readers)
+        bs = self.batch_size
+        perm = rng.permutation(len(ids))
+        for step in range(start, len(self)):
+            pick = perm[step * bs : (step + 1) * bs]
+            yield step, images[pick], ids[pick]  # fancy indexing copies
+
+    def _load_resident(self, reads: _Ordered, readers: _Readers):
+        if self._resident is None:
+            n = self.chunks.n_rows
+            images = np.empty((n, 64, 64, 5), dtype=np.float32)
+            ids = np.empty(n, dtype=np.int64)
+            at = nxt = 0
+            n_chunks = len(self.chunks.groups)
+            while at < n:
+                while nxt < n_chunks and not reads.full():
+                    reads.submit(self._read, readers, nxt)
+                    nxt += 1
+                r, im = reads.take()
+                images[at : at + len(r)] = im
+                ids[at : at + len(r)] = r
+                at += len(r)
+            self._resident = (ids, images)
+        return self._resident
 
     def _draw(self, rng, order, reads: _Ordered, readers: _Readers, pool):
         """(step, images, rows) drawn from the buffer as the chunks arrive, in a fixed order."""

@@ -121,3 +121,28 @@ def test_validation_batches_are_regrouped_to_full_batches():
     for r, x in out:
         np.testing.assert_array_equal(x["image"][:, 0], r * 2)
         np.testing.assert_array_equal(x["ebv"][:, 0], r * 3)
+
+
+def test_a_training_set_that_fits_is_read_once_and_permuted_each_epoch(sorted_dataset, tmp_path):
+    """Re-reading the whole set before every epoch's first batch stalled the network at each
+    epoch start; a set that fits the buffer is kept and drawn in a new permutation instead."""
+    sel = _selection(sorted_dataset)
+    chunks = feed.prepare(sel, tmp_path, seed=1)
+    b = feed.TrainingBatches(sel, 100, seed=9, chunks=chunks, augment=False)
+    assert b.buffer_rows >= chunks.n_rows
+    reads = []
+    real_read = b._read
+    b._read = lambda readers, c: reads.append(c) or real_read(readers, c)
+    e0 = list(b.iterate(0))
+    n_reads = len(reads)
+    assert n_reads == len(chunks.groups)
+    e1 = list(b.iterate(1))
+    assert len(reads) == n_reads  # the second epoch read nothing
+    rows = np.concatenate([x["ebv"][:, 0] for x, _, _ in e0])
+    assert len(rows) == len(b) * 100 and len(np.unique(rows)) == len(rows)  # each row once
+    assert not np.array_equal(e0[0][1], e1[0][1])
+    fresh = feed.TrainingBatches(sel, 100, seed=9, chunks=chunks, augment=False)
+    resumed = list(fresh.iterate(1, start=4))  # a resumed run draws the same batches
+    for (x1, y1, _), (xr, yr, _) in zip(e1[4:], resumed, strict=True):
+        np.testing.assert_array_equal(x1["image"], xr["image"])
+        np.testing.assert_array_equal(y1, yr)
