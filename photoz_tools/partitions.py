@@ -1,0 +1,316 @@
+"""Partitioned catalogues, processed one partition at a time and idempotently (cron reruns).
+
+A folder of Parquet files is one catalogue: plain, hive-style (``key=value/``) or a HATS
+catalogue as LSDB writes it. HATS partitions are found with hats' own readers, never by guessing
+paths; other folders are listed as pyarrow lists a dataset: every ``*.parquet`` file, where names
+starting with ``_`` or ``.`` are not data. Each input partition gives one output file at the same
+relative path, so a HATS catalogue in gives a HATS-shaped catalogue out.
+
+A rerun redoes only the partitions whose output is missing or stale: older than its input, or
+made from another input, by another model bundle or with other options (the `key`). The record
+of what made an output lives in the output's own Parquet metadata (``pz_partition``), so it can
+never disagree with the data. A lock per output partition (an atomic create) keeps two runs
+from writing the same file; a lock whose process is gone is recognised and taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from photoz_tools.errors import PzError, PzUsageError
+
+META_KEY = "pz_partition"
+IGNORED_PREFIXES = (".", "_")  # what pyarrow, Spark and LSDB skip
+# a lock of another machine cannot be checked: taken over only when this old
+FOREIGN_LOCK_HOURS = float(os.environ.get("PZ_LOCK_STALE_HOURS", "24"))
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One input file of a partitioned catalogue and its path relative to the catalogue."""
+
+    path: Path
+    rel: str
+
+
+def is_partitioned(source: Any) -> bool:
+    """A folder given where a table is expected: read it as a partitioned catalogue."""
+    return source not in (None, "-") and Path(os.fspath(source)).is_dir()
+
+
+def discover(root: str | Path) -> list[Partition]:
+    """The data files of a partitioned catalogue, in a fixed (sorted) order."""
+    root = Path(root)
+    if _is_hats(root):
+        files = _hats_files(root)
+    else:
+        files = _listed(root)
+    if not files:
+        raise PzError(f"{root}: a folder with no Parquet file; give a table or a catalogue folder")
+    parts = [Partition(f, f.relative_to(root).as_posix()) for f in files]
+    return sorted(parts, key=lambda p: p.rel)
+
+
+def _listed(root: Path) -> list[Path]:
+    """Every *.parquet file under `root` whose path has no part starting with ``_`` or ``.``
+    (pyarrow's listing rules; a corrupt .parquet file is kept, so that it fails with a count
+    rather than vanishing)."""
+    from pyarrow import fs
+
+    try:
+        infos = fs.LocalFileSystem().get_file_info(fs.FileSelector(str(root), recursive=True))
+    except OSError as exc:
+        raise PzError(f"{root}: cannot list it ({exc})") from None
+    return [
+        Path(i.path)
+        for i in infos
+        if i.type == fs.FileType.File
+        and i.path.endswith(".parquet")
+        and _visible(Path(i.path), root)
+    ]
+
+
+def _is_hats(root: Path) -> bool:
+    # hats.properties (current) or properties (older): the catalogue's own description
+    return (root / "hats.properties").is_file() or (
+        (root / "properties").is_file() and (root / "dataset").is_dir()
+    )
+
+
+def _hats_files(root: Path) -> list[Path]:
+    try:
+        import hats
+        from hats.io import paths
+    except ImportError:
+        raise PzError(
+            f"{root}: a HATS catalogue; reading one needs hats (pip install hats, or "
+            "'photoz-tools[scale]')"
+        ) from None
+    try:
+        catalog = hats.read_hats(root)
+        pixels = catalog.get_healpix_pixels()
+    except Exception as exc:
+        raise PzError(f"{root}: cannot read it as a HATS catalogue ({exc})") from None
+    files: list[Path] = []
+    for pixel in pixels:
+        p = Path(paths.pixel_catalog_file(root, pixel))
+        if p.is_dir():  # Npix=N may itself be a folder of files
+            files.extend(sorted(f for f in p.rglob("*.parquet") if _visible(f, p)))
+        else:
+            files.append(p)
+    return files
+
+
+def _visible(f: Path, under: Path) -> bool:
+    return not any(part.startswith(IGNORED_PREFIXES) for part in f.relative_to(under).parts)
+
+
+# --------------------------------------------------------------------------- array jobs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` (I from 0, as HTCondor's $(Process) and Slurm's array index) -> (I, N)."""
+    if text is None:
+        return None
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise PzUsageError(f"--shard {text}: expected I/N, e.g. 0/4 (I counted from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise PzUsageError(f"--shard {text}: I must satisfy 0 <= I < N (N >= 1)")
+    return i, n
+
+
+def shard_of(rel: str, n: int) -> int:
+    """The shard of a partition: from its relative path alone, so that a partition keeps its
+    shard when the catalogue grows (a nightly array job never moves old partitions around)."""
+    digest = hashlib.sha256(rel.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+def select_shard(parts: list[Partition], shard: tuple[int, int] | None) -> list[Partition]:
+    if shard is None:
+        return parts
+    i, n = shard
+    return [p for p in parts if shard_of(p.rel, n) == i]
+
+
+# --------------------------------------------------------------------------- up to date?
+
+
+def run_key(**options: Any) -> str:
+    """The identity of what makes an output: model bundle hash and the options that change it."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stamp(part: Partition, key: str) -> dict[str, str]:
+    """Metadata to write into the output of `part`: what made it."""
+    st = part.path.stat()
+    record = {"input": part.rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "key": key}
+    return {META_KEY: json.dumps(record)}
+
+
+def up_to_date(part: Partition, output: Path, key: str) -> bool:
+    """The output exists, is newer than its input and was made from this input by `key`."""
+    if not output.is_file():
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(output).metadata or {}
+        record = json.loads(meta.get(META_KEY.encode(), b"{}"))
+    except Exception:  # unreadable: remade
+        return False
+    st = part.path.stat()
+    return (
+        record.get("key") == key
+        and record.get("input") == part.rel
+        and record.get("size") == st.st_size
+        and record.get("mtime_ns") == st.st_mtime_ns
+        and output.stat().st_mtime_ns >= st.st_mtime_ns
+    )
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class Lock:
+    """``.NAME.lock`` beside an output file, created atomically (O_EXCL) with the owner's host
+    and pid; a lock left by a dead process of this host is taken over."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(f".{output.name}.lock")
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                self.path.unlink(missing_ok=True)  # a dead owner's: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "t": time.time()}, f)
+            self.held = True
+            return True
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            owner = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            owner = {}
+        if not owner:  # being written this instant, or garbage: judge by age
+            try:
+                return time.time() - self.path.stat().st_mtime > 60
+            except FileNotFoundError:
+                return True
+        if owner.get("host") != socket.gethostname():
+            return time.time() - float(owner.get("t", 0)) > FOREIGN_LOCK_HOURS * 3600
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# --------------------------------------------------------------------------- a run
+
+
+@dataclass
+class Summary:
+    """What one run over a partitioned catalogue did (one line on stderr)."""
+
+    total: int = 0
+    done: int = 0
+    up_to_date: int = 0
+    locked: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.total:,} partitions: {self.done:,} done, {self.up_to_date:,} up to date, "
+            f"{self.locked:,} being done by another run, {len(self.failed):,} failed; "
+            f"{self.rows:,} rows, {rate:,.1f} galaxies/s"
+        )
+        if self.failed:
+            text += " (" + "; ".join(f"{rel}: {err}" for rel, err in self.failed) + ")"
+        return text
+
+
+Work = Callable[[Partition, Path, dict[str, str]], int]
+
+
+def output_path(part: Partition, out_root: Path) -> Path:
+    return out_root / part.rel
+
+
+def run(
+    parts: list[Partition],
+    out_root: str | Path,
+    key: str,
+    work: Work,
+    on_partition: Callable[[Partition, str], None] | None = None,
+) -> Summary:
+    """Run `work(partition, output, metadata) -> rows` for every partition not up to date.
+
+    `work` must write `output` atomically and put `metadata` in it. A partition that fails
+    is counted with its first error and the run goes on with the rest."""
+    out_root = Path(out_root)
+    summary = Summary(total=len(parts))
+    t0 = time.perf_counter()
+    for part in parts:
+        out = output_path(part, out_root)
+        if up_to_date(part, out, key):
+            summary.up_to_date += 1
+            _note(on_partition, part, "up to date")
+            continue
+        lock = Lock(out)
+        if not lock.acquire():
+            summary.locked += 1
+            _note(on_partition, part, "locked")
+            continue
+        try:
+            if up_to_date(part, out, key):  # finished by another run meanwhile
+                summary.up_to_date += 1
+                _note(on_partition, part, "up to date")
+                continue
+            summary.rows += int(work(part, out, stamp(part, key)))
+            summary.done += 1
+            _note(on_partition, part, "done")
+        except Exception as exc:  # counted, and the run goes on with the other partitions
+            why = str(exc) if isinstance(exc, PzError) else f"{type(exc).__name__}: {exc}"
+            summary.failed.append((part.rel, why.splitlines()[0] if why else type(exc).__name__))
+            _note(on_partition, part, "failed")
+        finally:
+            lock.release()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _note(cb: Callable[[Partition, str], None] | None, part: Partition, what: str) -> None:
+    if cb is not None:
+        cb(part, what)
