@@ -29,6 +29,14 @@ metadata. Rows with NaN pixels or a missing ebv get null predictions and pz_flag
 The bundle is -m BUNDLE, else $PZ_MODEL, else the default registered by pz-train --default or
 pz-predict --set-default.
 """
+PRECISION_HELP = (
+    "Compute precision: float32 (the default, on every machine), bfloat16 (GPUs; CPUs with AMX "
+    "or AVX512-BF16; refused elsewhere) or float16 (GPUs only). bfloat16 is safe for zphot and "
+    "the scores: measured on a trained bundle, zphot moved by at most 6e-4, sigma_MAD and CRPS "
+    "by 0.3 %, eta not at all. Keep float32 for biases below 1e-4 (the bias moved by up to "
+    "9e-5), for zmode (it changed for 3-6 % of galaxies) and for the PDFs bin by "
+    "bin (a 1.2-1.4 % L1 change on average). Recorded in the output's metadata (pz_precision)."
+)
 EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -81,6 +89,10 @@ def main_command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Galaxies per network call.")] = 256,
+    precision: Annotated[
+        str,
+        typer.Option(help=PRECISION_HELP),
+    ] = "float32",
     set_default: Annotated[
         str | None,
         typer.Option(
@@ -97,7 +109,9 @@ def main_command(
     version: VersionOpt = False,
 ) -> None:
     from photoz_tools.model import bundle
+    from photoz_tools.model import precision as prec
 
+    prec.check(precision)  # a refused precision: one line, before any work
     if set_default:
         path = bundle.set_default(set_default)
         log(f"default model bundle: {path}")
@@ -121,6 +135,7 @@ def main_command(
             image_col=image_col,
             ebv_col=ebv_col,
             command_line=command_line(),
+            precision=precision,
             on_start=lambda n: bar.update(total=n),
             on_rows=bar.advance,
         )
@@ -133,7 +148,7 @@ def main_command(
         )
     log(
         f"predicted {res.rows:,} rows with {res.members} member(s) of {model_path} "
-        f"(bundle {res.bundle_hash[:12]})"
+        f"(bundle {res.bundle_hash[:12]}, {precision})"
     )
 
 

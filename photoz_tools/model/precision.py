@@ -1,8 +1,9 @@
 """Reduced-precision compute for training and prediction, where the device has it.
 
 bfloat16 pays on GPUs and on CPUs with AVX512-BF16 or AMX (the Intel Xeon kind here: 391 against
-178 galaxies/s for the paper network's inference); elsewhere it is emulated and slower, so it is
-refused with one line rather than run. float16 needs loss scaling and is for GPUs only.
+178 galaxies/s for the paper network's inference); elsewhere it is emulated (no faster for
+prediction, 7x slower for training), so it is refused with one line rather than run. float16
+needs loss scaling and is for GPUs only.
 Keras's dtype policy is global: `policy()` sets it for one block and always restores it, so
 saved members and later models in the process stay float32.
 """
@@ -60,12 +61,14 @@ def check(precision: str, option: str = "--precision") -> str:
     if precision == "float16" and not gpu:
         raise PzUsageError(
             f"{option} float16: needs a GPU (no GPU is visible to "
-            f"{backend.name()}); use float32, or bfloat16 on a CPU with AMX/AVX512-BF16"
+            f"{backend.name()} on this CPU, {cpu_model()}); use float32, or bfloat16 on a CPU "
+            "with AMX/AVX512-BF16"
         )
     if precision == "bfloat16" and not gpu and not cpu_has_bfloat16():
         raise PzUsageError(
             f"{option} bfloat16: this CPU ({cpu_model()}) has neither AVX512-BF16 nor AMX "
-            "and no GPU is visible, so bfloat16 would be emulated and slower; use float32"
+            "and no GPU is visible, so bfloat16 would be emulated: no faster for prediction, "
+            "7x slower for training, and less accurate; use float32"
         )
     return _POLICY[precision]
 

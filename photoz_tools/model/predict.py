@@ -3,6 +3,11 @@
 The members' PDFs are averaged (the paper's ensemble). The table is read in batches and written
 as it goes, so memory is bounded by the batch; each batch is fed to the ensemble in fixed-size
 slices (the last one padded), so the compiled prediction function is traced once.
+
+`precision` (float32, bfloat16, float16; see photoz_tools.model.precision) is checked before any
+work; for a reduced precision each member (saved float32) is rebuilt under Keras's mixed policy
+from the manifest's architecture and its weights copied by layer name: the convolutions and
+dense layers then compute in bfloat16/float16, the softmax stays float32.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class PredictResult:
     bad_rows: int
     bundle_hash: str
     members: int
+    precision: str = "float32"
 
 
 def predict_padded(
@@ -54,10 +60,49 @@ def predict_padded(
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-class Ensemble:
-    """The members of a bundle as one callable: images (n,64,64,5) + ebv (n,) -> mean PDF."""
+def members_in(b: bundlemod.Bundle, precision: str = "float32") -> list[Any]:
+    """The bundle's members computing in `precision`: the loaded float32 models themselves, or
+    copies rebuilt under the precision's mixed policy from the manifest's architecture (input
+    scaling included) with the weights copied by layer name (Keras's global policy is restored
+    afterwards)."""
+    from photoz_tools.model import precision as precmod
 
-    def __init__(self, b: bundlemod.Bundle, batch_size: int = 256, tta: bool = False) -> None:
+    precmod.check(precision)
+    if precision == "float32":
+        return list(b.members)
+    from photoz_tools.model import architecture
+
+    config = dict(b.manifest["architecture"])
+    config["scaling"] = b.scaling
+    out = []
+    with precmod.policy(precision):
+        for i, src in enumerate(b.members):
+            dst = architecture.build_model(config, seed=0)
+            architecture.copy_weights(src, dst)
+            if _n_weights(src) != _n_weights(dst):  # copy_weights goes by dst's layers only
+                raise bundlemod.BundleError(
+                    f"{b.path}: member {i} has {_n_weights(src):,} weights but its manifest's "
+                    f"architecture {_n_weights(dst):,}; use --precision float32"
+                )
+            out.append(dst)
+    return out
+
+
+def _n_weights(model: Any) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+class Ensemble:
+    """The members of a bundle as one callable: images (n,64,64,5) + ebv (n,) -> mean PDF,
+    computed in `precision` (float32, or bfloat16/float16 where precision.check allows)."""
+
+    def __init__(
+        self,
+        b: bundlemod.Bundle,
+        batch_size: int = 256,
+        tta: bool = False,
+        precision: str = "float32",
+    ) -> None:
         from photoz_tools.model.backend import import_keras
 
         keras = import_keras()
@@ -65,7 +110,8 @@ class Ensemble:
         self.bundle = b
         self.batch_size = int(batch_size)
         self.tta = tta
-        members = b.members
+        self.precision = precision
+        members = members_in(b, precision)
         if len(members) == 1:
             self.model = members[0]
         else:
@@ -99,10 +145,15 @@ def predict_arrays(
     ebv: np.ndarray,
     batch_size: int = 256,
     tta: bool = False,
+    precision: str = "float32",
 ) -> np.ndarray:
-    """Mean PDF (n, n_bins) of a bundle's members for in-memory images and E(B-V) (notebooks)."""
+    """Mean PDF (n, n_bins) of a bundle's members for in-memory images and E(B-V) (notebooks),
+    computed in `precision` (float32; bfloat16 or float16 where precision.check allows)."""
+    from photoz_tools.model import precision as precmod
+
+    precmod.check(precision)  # before loading the members
     b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(model)
-    return Ensemble(b, batch_size, tta)(images, ebv)
+    return Ensemble(b, batch_size, tta, precision=precision)(images, ebv)
 
 
 def _bad_rows(images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
@@ -135,14 +186,21 @@ def predict(
     command_line: str | None = None,
     on_rows: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    precision: str = "float32",
 ) -> PredictResult:
     """Predict redshift PDFs for every row of a table and write them (with the kept columns).
 
     `model` is a bundle path (default: $PZ_MODEL, else the registered default bundle). Rows with
     NaN/inf pixels or missing E(B-V) get null predictions and pz_flags = FLAG_BAD_INPUT.
+    `precision` is the compute precision (float32; bfloat16 or float16 where precision.check
+    allows, refused with a PzUsageError before the input is opened); it is recorded in the
+    output's metadata (pz_precision).
     """
     import pyarrow as pa
 
+    from photoz_tools.model import precision as precmod
+
+    precmod.check(precision)  # before reading stdin or loading the members
     if pdf_dtype not in PDF_DTYPES:
         raise PzUsageError(f"--pdf {pdf_dtype}: choose one of {', '.join(PDF_DTYPES)}")
     if batch_size < 1:
@@ -172,11 +230,12 @@ def predict(
         clash = [c for c in kept if c in PREDICTION_COLUMNS]
         kept = [c for c in kept if c not in PREDICTION_COLUMNS]
         read_cols = list(dict.fromkeys([*kept, image_col, ebv_col]))
-        ens = Ensemble(b, batch_size=batch_size, tta=tta)
+        ens = Ensemble(b, batch_size=batch_size, tta=tta, precision=precision)
         metadata = {tables.BIN_EDGES_KEY: bins.to_json(), "pz_model_path": str(b.path)}
         prov = tables.provenance_metadata(
             command_line or "photoz_tools.predict", [reader.name], model_hash=b.hash
         )
+        prov["pz_precision"] = precision  # the compute precision the PDFs were made in
         if on_start:
             on_start(reader.num_rows)
         writer = None
@@ -256,7 +315,9 @@ def predict(
                 writer.abort()
             raise
         writer.close()
-    res = PredictResult(rows=n_rows, bad_rows=n_bad, bundle_hash=b.hash, members=len(b.members))
+    res = PredictResult(
+        rows=n_rows, bad_rows=n_bad, bundle_hash=b.hash, members=len(b.members), precision=precision
+    )
     res.replaced_columns = clash  # type: ignore[attr-defined]
     return res
 
