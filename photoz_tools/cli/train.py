@@ -8,7 +8,6 @@ import typer
 
 from photoz_tools.cli.common import (
     DebugOpt,
-    InputArg,
     QuietOpt,
     VersionOpt,
     command_line,
@@ -33,6 +32,16 @@ order is read as it is; any other table is first copied in a shuffled order next
 (memory bounded by $PZ_TRAIN_BUFFER_MB). A checkpoint is written every --checkpoint-minutes of
 wall clock (or every --checkpoint-every steps): after a crash or kill -9, rerun the same command
 and it resumes, with the same batches.
+
+Members can be trained as independent jobs, one per GPU or machine: --member K (0-based) trains
+only member K of the --members N ensemble into its own bundle, with the seed and batches it has
+in the full run (on CPU the same weights bit for bit; on GPUs, whose kernels are not all
+deterministic, as close as two full runs are). pz-train --assemble BUNDLE... -o BUNDLE joins
+the job bundles (given as the arguments, instead of a dataset) into the ensemble: it verifies
+each one, refuses bundles that differ in anything but --member (dataset, architecture, bins,
+scaling, options; the line names the two bundles and the field) or that hold the same member
+twice, and writes the members in their member order. Library versions and devices may differ
+between jobs; each member's are recorded. With --assemble only -o, --force and --default apply.
 """
 EXAMPLES = """\
 [bold]Examples[/bold]
@@ -40,6 +49,14 @@ EXAMPLES = """\
   pz-train dataset.parquet -o model/ --arch paper --members 6 --fold 0 --default
 
   pz-train dataset.parquet --arch small --epochs 50 --dry-run
+
+  # the same 6-member ensemble as six jobs (one per GPU), then joined
+  for k in 0 1 2 3 4 5; do
+    CUDA_VISIBLE_DEVICES=$k pz-train dataset.parquet -o jobs/m$k/ --members 6 --member $k --fold 0 &
+  done; wait
+  pz-train --assemble jobs/m0/ jobs/m1/ jobs/m2/ jobs/m3/ jobs/m4/ jobs/m5/ -o model/
+
+  pz-train --assemble jobs/m*/ -o model/ --default
 """
 
 app = make_app("pz-train", HELP)
@@ -47,7 +64,16 @@ app = make_app("pz-train", HELP)
 
 @app.command(help=HELP, epilog=EXAMPLES)
 def main_command(
-    dataset: InputArg = "-",
+    ctx: typer.Context,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="DATASET | BUNDLE",
+            help="The dataset table to train on (FITS or Parquet, as pz-pack writes; a file, "
+            "not stdin: it is read several times); with --assemble, the member bundles to join.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         str, typer.Option("-o", "--output", help="Bundle folder to write.", show_default=False)
     ] = "",
@@ -63,6 +89,23 @@ def main_command(
         ),
     ] = None,
     members: Annotated[int, typer.Option(help="Ensemble members (paper: 6).")] = 1,
+    member: Annotated[
+        int | None,
+        typer.Option(
+            metavar="K",
+            help="Train only member K (0 to N-1) of the --members N ensemble, into its own "
+            "bundle, equal to member K of the full run; join the jobs with --assemble.",
+            show_default=False,
+        ),
+    ] = None,
+    assemble: Annotated[
+        bool,
+        typer.Option(
+            "--assemble",
+            help="Join the member bundles named as arguments (from --member jobs, or any "
+            "bundles of one run) into the bundle -o.",
+        ),
+    ] = False,
     seed: Annotated[
         int,
         typer.Option(help="Seed (>= 0); member m draws its own stream SeedSequence(seed, (m,))."),
@@ -154,8 +197,18 @@ def main_command(
 ) -> None:
     from photoz_tools.errors import PzUsageError
 
+    inputs = list(inputs or [])
+    if assemble:
+        _assemble(ctx, inputs, output, force=force, make_default=default)
+        return
     if not output and not dry_run:
         raise PzUsageError("name the bundle folder to write with -o BUNDLE")
+    if len(inputs) > 1:
+        raise PzUsageError(
+            f"pz-train trains on one DATASET, got {len(inputs)} arguments; to join member "
+            "bundles, pass --assemble"
+        )
+    dataset = inputs[0] if inputs else "-"
     if dataset in ("-", ""):
         raise PzUsageError("pz-train reads its dataset several times: name a file, not stdin")
     from photoz_tools.model import train as tr
@@ -171,6 +224,7 @@ def main_command(
         val_size=val_size,
         fold=fold,
         members=members,
+        member_job=member,
         seed=seed,
         precision=precision,
         xla=xla,
@@ -179,6 +233,7 @@ def main_command(
         workers=workers,
         drop_out_of_range=drop_out_of_range,
     )
+    tr.check_member_job(recipe)  # a usage error before the dataset is read
     if dry_run:
         _dry_run(tr.plan(dataset, arch, recipe, scaling, z_col, ebv_col))
         return
@@ -201,6 +256,45 @@ def main_command(
     _ = command_line
 
 
+# what --assemble uses; any other option given with it is refused rather than ignored
+_ASSEMBLE_OPTIONS = {
+    "inputs",
+    "output",
+    "assemble",
+    "force",
+    "default",
+    "quiet",
+    "debug",
+    "version",
+}
+
+
+def _assemble(
+    ctx: typer.Context, bundles: list[str], output: str, *, force: bool, make_default: bool
+) -> None:
+    from photoz_tools.errors import PzUsageError
+
+    for param in ctx.command.params:
+        if param.name in _ASSEMBLE_OPTIONS:
+            continue
+        source = ctx.get_parameter_source(param.name)  # typer's own click: compare names
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            name = "/".join([*param.opts, *param.secondary_opts])
+            raise PzUsageError(f"{name} does not apply to --assemble (only -o, --force, --default)")
+    if not bundles:
+        raise PzUsageError("--assemble: name the member bundles to join, e.g. jobs/m*/")
+    if not output or output == "-":
+        raise PzUsageError("--assemble: name the bundle folder to write with -o BUNDLE")
+    from photoz_tools.model import train as tr
+
+    reporter = _Reporter()
+    with reporter:
+        path = tr.assemble(
+            bundles, output, force=force, make_default=make_default, reporter=reporter
+        )
+    log(f"wrote {path}" + (" (registered as the default bundle)" if make_default else ""))
+
+
 def _dry_run(p: dict[str, Any]) -> None:
     """The plan on stdout: it is what the user asked for."""
     from photoz_tools.model import architecture, backend
@@ -215,8 +309,13 @@ def _dry_run(p: dict[str, Any]) -> None:
         f"validation {len(sel.val_rows):,} ({sel.val_source}), held out {sel.n_test:,}, "
         f"dropped out of range {sel.n_dropped:,}"
     )
+    who = (
+        f"{r.members} member(s)"
+        if r.member_job is None
+        else f"member {r.member_job} of {r.members} (--member)"
+    )
     print(
-        f"plan: {r.members} member(s) x {p['total_steps']:,} steps of {p['batch_size']} "
+        f"plan: {who} x {p['total_steps']:,} steps of {p['batch_size']} "
         f"({p['steps_per_epoch']:,} steps per epoch, "
         f"{p['total_steps'] / p['steps_per_epoch']:.1f} epochs), Adam {r.learning_rate:g} "
         f"divided by {r.lr_drop:g} at step {max(1, p['total_steps'] // 2):,}"
@@ -232,6 +331,12 @@ class _Reporter:
         self._cm = None
         self._task = None
         self._member = -1
+        self._job = False  # a --member job: members named by their 0-based --member number
+
+    def _name(self, info: dict[str, Any], of: bool = True) -> str:
+        if self._job:
+            return f"member {info['member']} (--member)" + (f" of {info['members']}" if of else "")
+        return f"member {info['member'] + 1}" + (f"/{info['members']}" if of else "")
 
     def __enter__(self) -> _Reporter:
         return self
@@ -246,6 +351,7 @@ class _Reporter:
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "plan":
+            self._job = getattr(info.get("recipe"), "member_job", None) is not None
             sel = info["selection"]
             log(
                 f"{sel.path}: training {len(sel.train_rows):,} rows, validation "
@@ -256,10 +362,12 @@ class _Reporter:
                 warn(f"dropped {sel.n_dropped:,} rows with z outside the bins")
         elif event == "log":
             log(info["message"])
+        elif event == "warning":
+            warn(info["message"])
         elif event == "start":
             self._close()
             self._cm = progress(
-                f"member {info['member'] + 1}/{info['members']}",
+                self._name(info),
                 total=info["total"],
                 unit="steps",
                 fields=("loss", "val_loss", "gal_s"),
@@ -267,7 +375,7 @@ class _Reporter:
             self._task = self._cm.__enter__()
             self._task.update(completed=info["step"])
             if info["step"]:
-                log(f"member {info['member'] + 1}: resumed at step {info['step']:,}")
+                log(f"{self._name(info, of=False)}: resumed at step {info['step']:,}")
         elif event == "step" and self._task is not None:
             self._task.update(
                 completed=info["step"], loss=f"{info['loss']:.3f}", gal_s=f"{info['rate']:.0f}"
@@ -282,7 +390,7 @@ class _Reporter:
                     f" PIT KS {info['val_pit_ks']:.3f}"
                 )
             log(
-                f"member {info['member'] + 1} epoch {info['epoch']} (step {info['step']:,}): "
+                f"{self._name(info, of=False)} epoch {info['epoch']} (step {info['step']:,}): "
                 f"loss {info['loss']:.3f}{val}"
             )
         elif event == "member":
@@ -294,7 +402,7 @@ class _Reporter:
                 if "sigma_mad" in v
                 else ""
             )
-            log(f"member {info['member'] + 1}/{info['members']} {what}{extra}")
+            log(f"{self._name(info)} {what}{extra}")
 
 
 main = main_for(app)
