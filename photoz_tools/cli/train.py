@@ -285,13 +285,11 @@ def _assemble(
         raise PzUsageError("--assemble: name the member bundles to join, e.g. jobs/m*/")
     if not output or output == "-":
         raise PzUsageError("--assemble: name the bundle folder to write with -o BUNDLE")
-    from photoz_tools.model import train as tr
+    from photoz_tools.model.assemble import assemble
 
     reporter = _Reporter()
     with reporter:
-        path = tr.assemble(
-            bundles, output, force=force, make_default=make_default, reporter=reporter
-        )
+        path = assemble(bundles, output, force=force, make_default=make_default, reporter=reporter)
     log(f"wrote {path}" + (" (registered as the default bundle)" if make_default else ""))
 
 
