@@ -13,6 +13,7 @@ from photoz_tools.cli.common import (
     QuietOpt,
     VersionOpt,
     command_line,
+    fail,
     log,
     main_for,
     make_app,
@@ -103,6 +104,16 @@ def main_command(
     ] = None,
     image_col: Annotated[str, typer.Option("--image-col", help="Image column.")] = "image",
     ebv_col: Annotated[str, typer.Option("--ebv-col", help="E(B-V) column.")] = "ebv",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
+            "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -117,10 +128,36 @@ def main_command(
         log(f"default model bundle: {path}")
         if input is None:
             return
+    from photoz_tools import partitions
+    from photoz_tools.errors import PzUsageError
+
+    shard_spec = partitions.parse_shard(shard)
+    folder_in = partitions.is_partitioned(input)
+    if shard_spec is not None and not folder_in:
+        raise PzUsageError("--shard: only with a catalogue folder as the input")
+    if folder_in:
+        from photoz_tools.model.predict_partitions import check_output_folder
+
+        check_output_folder(input, output)
     model_path = bundle.resolve(model)  # before reading stdin: fail fast without a bundle
     from photoz_tools.model import predict as pr
 
     cols = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else None
+    if folder_in:
+        _predict_folder(
+            input,
+            output,
+            model_path,
+            shard_spec,
+            cols,
+            batch_size,
+            pdf,
+            tta,
+            precision,
+            image_col,
+            ebv_col,
+        )
+        return
     with progress("predicting", unit="galaxies") as bar:
         res = pr.predict(
             input or "-",
@@ -150,6 +187,34 @@ def main_command(
         f"predicted {res.rows:,} rows with {res.members} member(s) of {model_path} "
         f"(bundle {res.bundle_hash[:12]}, {precision})"
     )
+
+
+def _predict_folder(
+    source, output, model_path, shard, cols, batch_size, pdf, tta, precision, image_col, ebv_col
+) -> None:
+    """A catalogue folder in, a folder out: one line of summary; exit 1 if any partition
+    failed, after doing the others."""
+    from photoz_tools.model.predict_partitions import predict_partitioned
+
+    with progress("partitions", unit="partitions") as bar:
+        summary = predict_partitioned(
+            source,
+            output,
+            str(model_path),
+            shard=shard,
+            batch_size=batch_size,
+            pdf_dtype=pdf,
+            keep=cols,
+            tta=tta,
+            precision=precision,
+            image_col=image_col,
+            ebv_col=ebv_col,
+            command_line=command_line(),
+            on_partition=lambda part, what: bar.advance(),
+        )
+    if summary.failed:
+        fail(summary.line())
+    log(summary.line())
 
 
 main = main_for(app)

@@ -187,8 +187,13 @@ def predict(
     on_rows: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     precision: str = "float32",
+    ensemble: Ensemble | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> PredictResult:
     """Predict redshift PDFs for every row of a table and write them (with the kept columns).
+
+    `ensemble` (built from the same bundle) is reused instead of building one: a run over many
+    partitions builds it once. `extra_metadata` is added to the output's metadata.
 
     `model` is a bundle path (default: $PZ_MODEL, else the registered default bundle). Rows with
     NaN/inf pixels or missing E(B-V) get null predictions and pz_flags = FLAG_BAD_INPUT.
@@ -230,8 +235,9 @@ def predict(
         clash = [c for c in kept if c in PREDICTION_COLUMNS]
         kept = [c for c in kept if c not in PREDICTION_COLUMNS]
         read_cols = list(dict.fromkeys([*kept, image_col, ebv_col]))
-        ens = Ensemble(b, batch_size=batch_size, tta=tta, precision=precision)
+        ens = ensemble or Ensemble(b, batch_size=batch_size, tta=tta, precision=precision)
         metadata = {tables.BIN_EDGES_KEY: bins.to_json(), "pz_model_path": str(b.path)}
+        metadata.update(extra_metadata or {})
         prov = tables.provenance_metadata(
             command_line or "photoz_tools.predict", [reader.name], model_hash=b.hash
         )
