@@ -1,10 +1,12 @@
 """Partitioned catalogues, processed one partition at a time and idempotently (cron reruns).
 
-A folder of Parquet files is one catalogue: plain, hive-style (``key=value/``) or a HATS
-catalogue as LSDB writes it. HATS partitions are found with hats' own readers, never by guessing
-paths; other folders are listed as pyarrow lists a dataset: every ``*.parquet`` file, where names
-starting with ``_`` or ``.`` are not data. Each input partition gives one output file at the same
-relative path, so a HATS catalogue in gives a HATS-shaped catalogue out.
+A folder of Parquet files is one catalogue: plain, hive-style (``key=value/``), or a HATS
+catalogue's Parquet tree (``Norder=K/Dir=D/Npix=N.parquet``, where ``Npix=N`` may be a folder).
+Folders are listed as pyarrow lists a dataset: every ``*.parquet`` file, where names starting
+with ``_`` or ``.`` (``_metadata``, temporaries, locks) are not data. (Reading a HATS catalogue
+through hats' own readers is still to do: hats is not yet a dependency.) Each input partition
+gives one output file at the same relative path, so a HATS catalogue in gives a HATS-shaped
+catalogue out.
 
 A rerun redoes only the partitions whose output is missing or stale: older than its input, or
 made from another input, by another model bundle or with other options (the `key`). The record
@@ -49,10 +51,7 @@ def is_partitioned(source: Any) -> bool:
 def discover(root: str | Path) -> list[Partition]:
     """The data files of a partitioned catalogue, in a fixed (sorted) order."""
     root = Path(root)
-    if _is_hats(root):
-        files = _hats_files(root)
-    else:
-        files = _listed(root)
+    files = _listed(root)
     if not files:
         raise PzError(f"{root}: a folder with no Parquet file; give a table or a catalogue folder")
     parts = [Partition(f, f.relative_to(root).as_posix()) for f in files]
@@ -76,37 +75,6 @@ def _listed(root: Path) -> list[Path]:
         and i.path.endswith(".parquet")
         and _visible(Path(i.path), root)
     ]
-
-
-def _is_hats(root: Path) -> bool:
-    # hats.properties (current) or properties (older): the catalogue's own description
-    return (root / "hats.properties").is_file() or (
-        (root / "properties").is_file() and (root / "dataset").is_dir()
-    )
-
-
-def _hats_files(root: Path) -> list[Path]:
-    try:
-        import hats
-        from hats.io import paths
-    except ImportError:
-        raise PzError(
-            f"{root}: a HATS catalogue; reading one needs hats (pip install hats, or "
-            "'photoz-tools[scale]')"
-        ) from None
-    try:
-        catalog = hats.read_hats(root)
-        pixels = catalog.get_healpix_pixels()
-    except Exception as exc:
-        raise PzError(f"{root}: cannot read it as a HATS catalogue ({exc})") from None
-    files: list[Path] = []
-    for pixel in pixels:
-        p = Path(paths.pixel_catalog_file(root, pixel))
-        if p.is_dir():  # Npix=N may itself be a folder of files
-            files.extend(sorted(f for f in p.rglob("*.parquet") if _visible(f, p)))
-        else:
-            files.append(p)
-    return files
 
 
 def _visible(f: Path, under: Path) -> bool:
@@ -201,12 +169,20 @@ class Lock:
                 if not self._stale():
                     return False
                 self.path.unlink(missing_ok=True)  # a dead owner's: take it over
+                self._clear_leftovers()
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "t": time.time()}, f)
             self.held = True
             return True
         return False
+
+    def _clear_leftovers(self) -> None:
+        """The temporary files a killed owner was writing (``.NAME.*.tmp``, as the table
+        writers name them): only the lock's holder writes NAME, so they are the dead one's."""
+        name = self.path.name[1 : -len(".lock")]
+        for tmp in self.path.parent.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _stale(self) -> bool:
         try:
@@ -268,6 +244,39 @@ def output_path(part: Partition, out_root: Path) -> Path:
     return out_root / part.rel
 
 
+def process(part: Partition, out_root: Path, key: str, work: Work) -> tuple[str, int, str]:
+    """One partition: skip it when up to date or locked by another run, else lock, work,
+    unlock. Returns (status, rows, error) with status done, up to date, locked or failed; runs
+    in this process or on a Dask worker."""
+    out = output_path(part, Path(out_root))
+    if up_to_date(part, out, key):
+        return "up to date", 0, ""
+    lock = Lock(out)
+    if not lock.acquire():
+        return "locked", 0, ""
+    try:
+        if up_to_date(part, out, key):  # finished by another run meanwhile
+            return "up to date", 0, ""
+        return "done", int(work(part, out, stamp(part, key))), ""
+    except Exception as exc:  # counted, and the run goes on with the other partitions
+        why = str(exc) if isinstance(exc, PzError) else f"{type(exc).__name__}: {exc}"
+        return "failed", 0, (why.splitlines()[0] if why else type(exc).__name__)
+    finally:
+        lock.release()
+
+
+def _count(summary: Summary, part: Partition, status: str, rows: int, error: str) -> None:
+    if status == "done":
+        summary.done += 1
+        summary.rows += rows
+    elif status == "up to date":
+        summary.up_to_date += 1
+    elif status == "locked":
+        summary.locked += 1
+    else:
+        summary.failed.append((part.rel, error))
+
+
 def run(
     parts: list[Partition],
     out_root: str | Path,
@@ -279,34 +288,50 @@ def run(
 
     `work` must write `output` atomically and put `metadata` in it. A partition that fails
     is counted with its first error and the run goes on with the rest."""
-    out_root = Path(out_root)
     summary = Summary(total=len(parts))
     t0 = time.perf_counter()
     for part in parts:
-        out = output_path(part, out_root)
-        if up_to_date(part, out, key):
-            summary.up_to_date += 1
+        status, rows, error = process(part, Path(out_root), key, work)
+        _count(summary, part, status, rows, error)
+        _note(on_partition, part, status)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def run_distributed(
+    parts: list[Partition],
+    out_root: str | Path,
+    key: str,
+    work: Work,
+    client: Any,
+    on_partition: Callable[[Partition, str], None] | None = None,
+) -> Summary:
+    """`run` with one dask.distributed task per partition (`work` must pickle). Up-to-date
+    partitions are skipped here, without a task; a partition whose workers kept dying
+    (KilledWorker, after dask's own retries elsewhere) is counted as failed, for a rerun."""
+    from distributed import as_completed
+
+    out_root = Path(out_root)
+    summary = Summary(total=len(parts))
+    t0 = time.perf_counter()
+    futures = {}
+    for part in parts:
+        if up_to_date(part, output_path(part, out_root), key):
+            _count(summary, part, "up to date", 0, "")
             _note(on_partition, part, "up to date")
             continue
-        lock = Lock(out)
-        if not lock.acquire():
-            summary.locked += 1
-            _note(on_partition, part, "locked")
-            continue
+        fut = client.submit(process, part, out_root, key, work, key=f"pz-{key[:8]}-{part.rel}")
+        futures[fut] = part
+    for fut in as_completed(list(futures)):
+        part = futures[fut]
         try:
-            if up_to_date(part, out, key):  # finished by another run meanwhile
-                summary.up_to_date += 1
-                _note(on_partition, part, "up to date")
-                continue
-            summary.rows += int(work(part, out, stamp(part, key)))
-            summary.done += 1
-            _note(on_partition, part, "done")
-        except Exception as exc:  # counted, and the run goes on with the other partitions
-            why = str(exc) if isinstance(exc, PzError) else f"{type(exc).__name__}: {exc}"
-            summary.failed.append((part.rel, why.splitlines()[0] if why else type(exc).__name__))
-            _note(on_partition, part, "failed")
-        finally:
-            lock.release()
+            status, rows, error = fut.result()
+        except Exception as exc:  # KilledWorker, or a worker lost for good
+            status, rows = "failed", 0
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            error += "; rerun to finish it"
+        _count(summary, part, status, rows, error)
+        _note(on_partition, part, status)
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -26,6 +26,8 @@ _MODULES = {"import": "import_checkpoint"}
 def module_name(command: str) -> str:
     """The module under photoz_tools.cli that defines pz-COMMAND."""
     return f"photoz_tools.cli.{_MODULES.get(command, command)}"
+
+
 # rich console markup ([bold]...[/bold]) that typer renders on a terminal but leaves in epilogs
 _RICH_TAG = re.compile(r"\[/?(?:bold|dim|italic|underline|code|red|green|yellow|blue|cyan)\]")
 

@@ -114,6 +114,17 @@ def main_command(
             show_default=False,
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS|local[:N]",
+            help="With a catalogue folder: one dask.distributed task per partition, on the "
+            "scheduler at ADDRESS (tcp://host:8786) or on N local worker processes; each "
+            "worker loads the bundle once and writes its partitions.",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -135,10 +146,13 @@ def main_command(
     folder_in = partitions.is_partitioned(input)
     if shard_spec is not None and not folder_in:
         raise PzUsageError("--shard: only with a catalogue folder as the input")
+    if scheduler is not None and not folder_in:
+        raise PzUsageError("--scheduler: only with a catalogue folder as the input")
     if folder_in:
-        from photoz_tools.model.predict_partitions import check_output_folder
+        from photoz_tools.model.predict_partitions import check_output_folder, parse_scheduler
 
         check_output_folder(input, output)
+        scheduler_spec = parse_scheduler(scheduler)
     model_path = bundle.resolve(model)  # before reading stdin: fail fast without a bundle
     from photoz_tools.model import predict as pr
 
@@ -148,14 +162,15 @@ def main_command(
             input,
             output,
             model_path,
-            shard_spec,
-            cols,
-            batch_size,
-            pdf,
-            tta,
-            precision,
-            image_col,
-            ebv_col,
+            shard=shard_spec,
+            scheduler=scheduler_spec,
+            keep=cols,
+            batch_size=batch_size,
+            pdf_dtype=pdf,
+            tta=tta,
+            precision=precision,
+            image_col=image_col,
+            ebv_col=ebv_col,
         )
         return
     with progress("predicting", unit="galaxies") as bar:
@@ -189,9 +204,7 @@ def main_command(
     )
 
 
-def _predict_folder(
-    source, output, model_path, shard, cols, batch_size, pdf, tta, precision, image_col, ebv_col
-) -> None:
+def _predict_folder(source: str, output: str, model_path, **options) -> None:
     """A catalogue folder in, a folder out: one line of summary; exit 1 if any partition
     failed, after doing the others."""
     from photoz_tools.model.predict_partitions import predict_partitioned
@@ -201,16 +214,9 @@ def _predict_folder(
             source,
             output,
             str(model_path),
-            shard=shard,
-            batch_size=batch_size,
-            pdf_dtype=pdf,
-            keep=cols,
-            tta=tta,
-            precision=precision,
-            image_col=image_col,
-            ebv_col=ebv_col,
             command_line=command_line(),
             on_partition=lambda part, what: bar.advance(),
+            **options,
         )
     if summary.failed:
         fail(summary.line())

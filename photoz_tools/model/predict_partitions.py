@@ -1,18 +1,21 @@
-"""pz-predict over a partitioned catalogue: one output file per input partition, idempotently.
+"""pz-predict over a partitioned catalogue: one output file per input partition, idempotently,
+in this process or as one dask.distributed task per partition (--scheduler).
 
-The bundle is loaded and the ensemble built once for the whole run (not per partition); each
+The bundle is loaded and the ensemble built once per process (not per partition); each
 partition is written by ``predict.predict`` (atomically, with the record of what made it in its
 metadata), so a rerun skips what is up to date and a crash never leaves a partial file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from photoz_tools import partitions
-from photoz_tools.errors import PzUsageError
+from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.model import bundle as bundlemod
 
 
@@ -34,12 +37,120 @@ def check_output_folder(source: str | Path, output: str | Path | None) -> Path:
     return out
 
 
+# the ensemble of the current process (a Dask worker keeps its own), built on first use
+_LOADED: dict[tuple, tuple[bundlemod.Bundle, object]] = {}
+
+
+@dataclass(frozen=True)
+class PredictWork:
+    """What one partition's prediction needs, small enough to send to a Dask worker; the
+    bundle is loaded and the ensemble built once per process, not per partition."""
+
+    bundle_path: str
+    bundle_hash: str
+    batch_size: int
+    pdf_dtype: str
+    keep: tuple[str, ...] | None
+    tta: bool
+    precision: str
+    image_col: str
+    ebv_col: str
+    command_line: str | None
+
+    def ensemble(self):
+        from photoz_tools.model import predict as pr
+
+        key = (self.bundle_path, self.bundle_hash, self.batch_size, self.tta, self.precision)
+        if key not in _LOADED:
+            _LOADED.clear()
+            b = bundlemod.load_bundle(self.bundle_path)
+            if b.hash != self.bundle_hash:
+                raise bundlemod.BundleError(
+                    f"{self.bundle_path}: the bundle changed during the run; rerun"
+                )
+            ens = pr.Ensemble(b, self.batch_size, self.tta, precision=self.precision)
+            _LOADED[key] = (b, ens)
+        return _LOADED[key]
+
+    def __call__(self, part: partitions.Partition, out: Path, meta: dict[str, str]) -> int:
+        from photoz_tools.model import predict as pr
+
+        b, ens = self.ensemble()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        res = pr.predict(
+            part.path,
+            out,
+            b,
+            batch_size=self.batch_size,
+            pdf_dtype=self.pdf_dtype,
+            keep=list(self.keep) if self.keep is not None else None,
+            tta=self.tta,
+            image_col=self.image_col,
+            ebv_col=self.ebv_col,
+            command_line=self.command_line,
+            precision=self.precision,
+            ensemble=ens,
+            extra_metadata=meta,
+        )
+        return res.rows
+
+
+def parse_scheduler(text: str | None) -> str | int | None:
+    """--scheduler ADDRESS (a running dask scheduler, tcp://host:8786) or local[:N] (a
+    LocalCluster of N worker processes, default: the cores) -> the address, or N."""
+    if text is None:
+        return None
+    if text == "local" or text.startswith("local:"):
+        n_text = text.partition(":")[2] or str(os.cpu_count() or 1)
+        try:
+            n = int(n_text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise PzUsageError(f"--scheduler {text}: local:N needs N >= 1 worker processes")
+        return n
+    if "://" not in text and ":" not in text:
+        raise PzUsageError(
+            f"--scheduler {text}: expected a scheduler address (tcp://host:8786) or local[:N]"
+        )
+    return text
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | int) -> Iterator[object]:
+    """A dask.distributed client: to the scheduler at an address, or to a LocalCluster of N
+    single-threaded worker processes (closed at the end)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PzUsageError(
+            "--scheduler needs dask.distributed (pip install 'photoz-tools[scale]')"
+        ) from None
+    if isinstance(scheduler, int):
+        cluster = LocalCluster(
+            n_workers=scheduler, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+    else:
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise PzError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        with client:
+            yield client
+
+
 def predict_partitioned(
     source: str | Path,
     output: str | Path,
     model: str | Path | bundlemod.Bundle,
     *,
     shard: tuple[int, int] | None = None,
+    scheduler: str | int | None = None,
     batch_size: int = 256,
     pdf_dtype: str = "float32",
     keep: Sequence[str] | None = None,
@@ -53,12 +164,14 @@ def predict_partitioned(
     """Predict every partition of the catalogue folder `source` (of shard `shard`) whose output
     under `output` is missing or stale; returns the run's summary."""
     from photoz_tools.model import precision as precmod
-    from photoz_tools.model import predict as pr
 
     precmod.check(precision)
     out_root = check_output_folder(source, output)
     parts = partitions.select_shard(partitions.discover(source), shard)
-    b = model if isinstance(model, bundlemod.Bundle) else bundlemod.load_bundle(model)
+    if isinstance(model, bundlemod.Bundle):
+        b = model
+    else:  # the manifest and hashes only: the members are loaded where the work runs
+        b = bundlemod.load_bundle(model, load_members=False)
     key = partitions.run_key(
         bundle=b.hash,
         pdf=pdf_dtype,
@@ -68,28 +181,21 @@ def predict_partitioned(
         image_col=image_col,
         ebv_col=ebv_col,
     )
-    ensemble = None
-
-    def work(part: partitions.Partition, out: Path, meta: dict[str, str]) -> int:
-        nonlocal ensemble
-        if ensemble is None:  # built on the first partition that needs it, then reused
-            ensemble = pr.Ensemble(b, batch_size=batch_size, tta=tta, precision=precision)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        res = pr.predict(
-            part.path,
-            out,
-            b,
-            batch_size=batch_size,
-            pdf_dtype=pdf_dtype,
-            keep=keep,
-            tta=tta,
-            image_col=image_col,
-            ebv_col=ebv_col,
-            command_line=command_line,
-            precision=precision,
-            ensemble=ensemble,
-            extra_metadata=meta,
+    work = PredictWork(
+        bundle_path=str(b.path),
+        bundle_hash=b.hash,
+        batch_size=batch_size,
+        pdf_dtype=pdf_dtype,
+        keep=tuple(keep) if keep is not None else None,
+        tta=tta,
+        precision=precision,
+        image_col=image_col,
+        ebv_col=ebv_col,
+        command_line=command_line,
+    )
+    if scheduler is None:
+        return partitions.run(parts, out_root, key, work, on_partition=on_partition)
+    with dask_client(scheduler) as client:
+        return partitions.run_distributed(
+            parts, out_root, key, work, client, on_partition=on_partition
         )
-        return res.rows
-
-    return partitions.run(parts, out_root, key, work, on_partition=on_partition)

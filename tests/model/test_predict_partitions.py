@@ -138,3 +138,83 @@ def test_usage_errors_of_a_folder_input(cli, tmp_path, catalogue, tiny_bundle, a
 def test_shard_needs_a_folder(cli, catalog, tiny_bundle):
     r = cli("pz-predict", "-m", str(tiny_bundle), str(catalog), "--shard", "0/2")
     assert r.returncode == 2 and "only with a catalogue folder" in r.stderr.decode()
+
+
+def _kill_first_worker_mid_partition(proc, out, timeout=240):
+    """Wait for a Dask worker to lock an output partition, then kill -9 it (mid-partition: it
+    holds the lock while it loads the bundle and predicts). Returns the partition's name."""
+    import json
+    import signal
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        for lock in out.rglob(".*.lock") if out.exists() else []:
+            try:
+                pid = json.loads(lock.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            return lock.name[1 : -len(".lock")]
+        time.sleep(0.05)
+    raise AssertionError("no worker locked a partition in time")
+
+
+def _start(tiny_bundle, catalogue, out, model_env, **env):
+    import subprocess
+    import sys
+
+    from photoz_tools.cli.manpages import module_name
+
+    return subprocess.Popen(
+        [sys.executable, "-m", module_name("predict"), "-m", str(tiny_bundle), str(catalogue)]
+        + ["-o", str(out), "--scheduler", "local:2"],
+        env={**os.environ, **model_env, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_dask_worker_costs_only_its_partition(
+    cli, tmp_path, catalogue, tiny_bundle, model_env
+):
+    """A real LocalCluster of 2 worker processes: one is killed -9 while it holds a partition;
+    dask retries it on a live worker, the stale lock of the dead one is taken over, and the
+    result equals the single-process run file for file."""
+    ref = tmp_path / "ref"
+    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalogue), "-o", str(ref), env=model_env)
+    assert r.returncode == 0, r.stderr.decode()
+    out = tmp_path / "zdask"
+    proc = _start(tiny_bundle, catalogue, out, model_env)
+    _kill_first_worker_mid_partition(proc, out)
+    _, err = proc.communicate(timeout=600)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "4 partitions: 4 done" in lines[-1], lines
+    assert _rel_files(out) == _rel_files(ref)
+    for rel in _rel_files(ref):
+        want, got = pq.read_table(ref / rel), pq.read_table(out / rel)
+        assert got.drop(["pdf"]).equals(want.drop(["pdf"])), rel
+        np.testing.assert_allclose(
+            tables.column_array(got, "pdf"), tables.column_array(want, "pdf"), atol=1e-6
+        )
+
+
+@pytest.mark.slow
+def test_when_dask_gives_up_the_summary_names_the_partition_and_a_rerun_finishes(
+    cli, tmp_path, catalogue, tiny_bundle, model_env
+):
+    out = tmp_path / "zdask"
+    proc = _start(
+        tiny_bundle, catalogue, out, model_env, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0"
+    )
+    victim = _kill_first_worker_mid_partition(proc, out)
+    _, err = proc.communicate(timeout=600)
+    line = err.decode().strip().splitlines()[-1]
+    assert proc.returncode == 1, err.decode()[-3000:]
+    assert "3 done" in line and "1 failed" in line and "KilledWorker" in line, line
+    assert victim in line and "rerun to finish it" in line
+    assert len(_rel_files(out)) == 3  # no partial file of the killed partition
+    r = cli("pz-predict", "-m", str(tiny_bundle), str(catalogue), "-o", str(out), env=model_env)
+    assert r.returncode == 0 and "1 done, 3 up to date" in r.stderr.decode(), r.stderr.decode()
+    assert len(_rel_files(out)) == 4

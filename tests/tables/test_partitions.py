@@ -153,8 +153,11 @@ def test_a_live_lock_is_respected_and_a_dead_ones_taken_over(catalogue, tmp_path
     stale.with_name(f".{stale.name}.lock").write_text(
         json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "t": 0})
     )
+    leftover = stale.with_name(f".{stale.name}.a1b2c3.tmp")  # what the dead one was writing
+    leftover.write_bytes(b"half a file")
     done: list[str] = []
     s = partitions.run(parts, out, "k", _copy_work(done))
     assert (s.locked, s.done) == (1, 1) and done == [parts[1].rel]
+    assert not leftover.exists()
     live.release()
     assert not list(out.rglob(".*.lock"))
