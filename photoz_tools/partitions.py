@@ -18,6 +18,7 @@ from writing the same file; a lock whose process is gone is recognised and taken
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -177,6 +178,12 @@ class Lock:
             return True
         return False
 
+    def clear_if_abandoned(self) -> None:
+        """Remove the lock and the temporaries of an owner known to be dead (this host)."""
+        if self.path.exists() and self._stale():
+            self.path.unlink(missing_ok=True)
+            self._clear_leftovers()
+
     def _clear_leftovers(self) -> None:
         """The temporary files a killed owner was writing (``.NAME.*.tmp``, as the table
         writers name them): only the lock's holder writes NAME, so they are the dead one's."""
@@ -197,17 +204,27 @@ class Lock:
         if owner.get("host") != socket.gethostname():
             return time.time() - float(owner.get("t", 0)) > FOREIGN_LOCK_HOURS * 3600
         try:
-            os.kill(int(owner["pid"]), 0)
+            pid = int(owner["pid"])
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
         except (PermissionError, KeyError, ValueError, TypeError):
             return False
-        return False
+        return _zombie(pid)
 
     def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet (a Dask nanny's worker) is dead too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # --------------------------------------------------------------------------- a run
@@ -314,24 +331,42 @@ def run_distributed(
     out_root = Path(out_root)
     summary = Summary(total=len(parts))
     t0 = time.perf_counter()
-    futures = {}
+    todo = []
     for part in parts:
         if up_to_date(part, output_path(part, out_root), key):
             _count(summary, part, "up to date", 0, "")
             _note(on_partition, part, "up to date")
-            continue
+        else:
+            todo.append(part)
+    # as many tasks in flight as the workers have threads: a worker that dies takes only the
+    # partition it was running with it, never a queue of others
+    window = max(1, sum(client.nthreads().values()))
+    futures: dict = {}
+
+    def submit(part: Partition):
         fut = client.submit(process, part, out_root, key, work, key=f"pz-{key[:8]}-{part.rel}")
         futures[fut] = part
-    for fut in as_completed(list(futures)):
-        part = futures[fut]
+        return fut
+
+    queue = iter(todo)
+    running = as_completed([submit(p) for p in itertools.islice(queue, window)])
+    for fut in running:
+        part = futures.pop(fut)
         try:
             status, rows, error = fut.result()
         except Exception as exc:  # KilledWorker, or a worker lost for good
             status, rows = "failed", 0
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            error += "; rerun to finish it"
+            if type(exc).__name__ == "KilledWorker":
+                error = "KilledWorker: the workers running it died; rerun to finish it"
+                Lock(output_path(part, out_root)).clear_if_abandoned()
+            else:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                error = f"{type(exc).__name__}: {first}; rerun to finish it"
         _count(summary, part, status, rows, error)
         _note(on_partition, part, status)
+        nxt = next(queue, None)
+        if nxt is not None:
+            running.add(submit(nxt))
     summary.seconds = time.perf_counter() - t0
     return summary
 

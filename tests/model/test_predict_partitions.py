@@ -214,7 +214,8 @@ def test_when_dask_gives_up_the_summary_names_the_partition_and_a_rerun_finishes
     assert proc.returncode == 1, err.decode()[-3000:]
     assert "3 done" in line and "1 failed" in line and "KilledWorker" in line, line
     assert victim in line and "rerun to finish it" in line
-    assert len(_rel_files(out)) == 3  # no partial file of the killed partition
+    # no partial file of the killed partition, and its dead owner's lock cleared
+    assert len(_rel_files(out)) == 3, _rel_files(out)
     r = cli("pz-predict", "-m", str(tiny_bundle), str(catalogue), "-o", str(out), env=model_env)
     assert r.returncode == 0 and "1 done, 3 up to date" in r.stderr.decode(), r.stderr.decode()
     assert len(_rel_files(out)) == 4
