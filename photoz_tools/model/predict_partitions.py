@@ -127,8 +127,16 @@ def dask_client(scheduler: str | int) -> Iterator[object]:
             "--scheduler needs dask.distributed (pip install 'photoz-tools[scale]')"
         ) from None
     if isinstance(scheduler, int):
+        # the cores shared out between the workers rather than each claiming all of them
+        # (benchmarks/partitions_bench.py: on 2 cores more workers only add start-up cost)
+        per_worker = str(max(1, (os.cpu_count() or 1) // scheduler))
+        threads = {v: per_worker for v in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")}
         cluster = LocalCluster(
-            n_workers=scheduler, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=scheduler,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={**threads, "TF_NUM_INTEROP_THREADS": "1"},
         )
         try:
             with Client(cluster) as client:
