@@ -116,18 +116,8 @@ def main() -> None:
         tmp = Path(tmp)
         bdir = tmp / "bundle"
         bdir.mkdir()
-        pred_model.save(bdir / "member_0.keras")
-        manifest = {
-            "format": bundle.FORMAT,
-            "format_version": bundle.FORMAT_VERSION,
-            "architecture": config,
-            "bins": [float(e) for e in Bins.default().edges],
-            "inputs": bundle.INPUTS,
-            "scaling": config["scaling"],
-            "members": [
-                {"file": "member_0.keras", "sha256": bundle.sha256_file(bdir / "member_0.keras")}
-            ],
-        }
+        manifest = bundle.manifest_header(config, Bins.default(), config["scaling"], "benchmark")
+        manifest["members"] = [bundle.save_member(pred_model, bdir, 0)]
         bundle.write_json_atomic(bdir / "manifest.json", manifest)
         import pyarrow as pa
 

@@ -48,18 +48,8 @@ def make_bundle(arch: str, out: Path) -> Path:
 
     config = architecture.load_config(arch)
     out.mkdir()
-    architecture.build_model(config, seed=0).save(out / "member_0.keras")
-    manifest = {
-        "format": bundle.FORMAT,
-        "format_version": bundle.FORMAT_VERSION,
-        "architecture": config,
-        "bins": [float(e) for e in Bins.default().edges],
-        "inputs": bundle.INPUTS,
-        "scaling": config["scaling"],
-        "members": [
-            {"file": "member_0.keras", "sha256": bundle.sha256_file(out / "member_0.keras")}
-        ],
-    }
+    manifest = bundle.manifest_header(config, Bins.default(), config["scaling"], "benchmark")
+    manifest["members"] = [bundle.save_member(architecture.build_model(config, seed=0), out, 0)]
     bundle.write_json_atomic(out / "manifest.json", manifest)
     return out
 

@@ -236,19 +236,9 @@ def speed(args, tmp: Path, ct, forced: bool) -> dict[str, Any]:
     fwd = float(model_speed.model_flops(model))
     bdir = tmp / "speed-bundle"
     bdir.mkdir()
-    model.save(bdir / "member_0.keras")
+    manifest = bundle.manifest_header(config, Bins.default(), config["scaling"], "benchmark")
+    manifest["members"] = [bundle.save_member(model, bdir, 0)]
     del model
-    manifest = {
-        "format": bundle.FORMAT,
-        "format_version": bundle.FORMAT_VERSION,
-        "architecture": config,
-        "bins": [float(e) for e in Bins.default().edges],
-        "inputs": bundle.INPUTS,
-        "scaling": config["scaling"],
-        "members": [
-            {"file": "member_0.keras", "sha256": bundle.sha256_file(bdir / "member_0.keras")}
-        ],
-    }
     bundle.write_json_atomic(bdir / "manifest.json", manifest)
     src = ct.write_dataset(tmp / "catalog.parquet", args.speed_n, seed=5)
     t = tables.read_table(src)

@@ -77,6 +77,32 @@ def _umask() -> int:
     return mask
 
 
+def manifest_header(
+    config: dict[str, Any], bins: Bins, scaling: str, created_by: str
+) -> dict[str, Any]:
+    """The fields every bundle's manifest starts with, whoever makes it (pz-train, pz-import,
+    a benchmark): format, architecture, bins, inputs and scaling."""
+    import time
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_by": created_by,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "architecture": config,
+        "bins": [float(e) for e in bins.edges],
+        "inputs": INPUTS,
+        "scaling": scaling,
+    }
+
+
+def save_member(model: keras.Model, folder: Path, k: int, **info: Any) -> dict[str, Any]:
+    """Save `model` as member `k` of the bundle in `folder`; returns its manifest entry."""
+    path = Path(folder) / f"member_{k}.keras"
+    model.save(path)
+    return {"file": path.name, "sha256": sha256_file(path), "member": k, **info}
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the bundle at `path`, checked for format (no Keras import)."""
     path = Path(path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -313,29 +312,26 @@ def import_checkpoint(
         data_sha = bundlemod.sha256_file(ckpt.data)
         index_sha = bundlemod.sha256_file(ckpt.index)
     assign(model, config, ckpt)
-    manifest = {
-        "format": bundlemod.FORMAT,
-        "format_version": bundlemod.FORMAT_VERSION,
-        "created_by": f"photoz-tools {__version__} (pz-import)",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "architecture": config,
-        "bins": [float(e) for e in Bins.default().edges],
-        "inputs": bundlemod.INPUTS,
-        "scaling": "none",
-        "source": {
-            "what": SOURCE,
-            "path": str(source),
-            "checkpoint": ckpt.shown,
-            "step": ckpt.step,
-            "data_sha256": data_sha,
-            "index_sha256": index_sha,
-            "prelu_key": ckpt.prelu_key,
-            "variables": len(ckpt.tensors),
-            "skipped": "Adam slots, beta1_power, beta2_power (training state)",
-        },
-        "members": [],
-        "versions": {"photoz-tools": __version__},
-    }
+    manifest = bundlemod.manifest_header(
+        config, Bins.default(), "none", f"photoz-tools {__version__} (pz-import)"
+    )
+    manifest.update(
+        {
+            "source": {
+                "what": SOURCE,
+                "path": str(source),
+                "checkpoint": ckpt.shown,
+                "step": ckpt.step,
+                "data_sha256": data_sha,
+                "index_sha256": index_sha,
+                "prelu_key": ckpt.prelu_key,
+                "variables": len(ckpt.tensors),
+                "skipped": "Adam slots, beta1_power, beta2_power (training state)",
+            },
+            "members": [],
+            "versions": {"photoz-tools": __version__},
+        }
+    )
     _write(model, manifest, output, force)
     return output
 
@@ -346,18 +342,10 @@ def _write(model, manifest: dict[str, Any], output: Path, force: bool) -> None:
 
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".importing", dir=output.parent))
     try:
-        member = work / "member_0.keras"
-        model.save(member)
-        manifest["members"] = [
-            {
-                "file": member.name,
-                "sha256": bundlemod.sha256_file(member),
-                "seed": None,
-                "member": 0,
-                "steps": manifest["source"]["step"],
-                "output": "probabilities",
-            }
-        ]
+        entry = bundlemod.save_member(
+            model, work, 0, seed=None, steps=manifest["source"]["step"], output="probabilities"
+        )
+        manifest["members"] = [entry]
         manifest["versions"].update(backend.versions())
         bundlemod.write_json_atomic(work / bundlemod.MANIFEST, manifest)
         work.chmod(0o777 & ~bundlemod._umask())

@@ -552,14 +552,7 @@ def _finish_bundle(
     sel, bins, cfg = p["selection"], p["bins"], p["config"]
     total, spe = p["total_steps"], p["steps_per_epoch"]
     manifest = {
-        "format": bundle.FORMAT,
-        "format_version": bundle.FORMAT_VERSION,
-        "created_by": f"photoz-tools {__version__}",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "architecture": cfg,
-        "bins": [float(e) for e in bins.edges],
-        "inputs": bundle.INPUTS,
-        "scaling": cfg["scaling"],
+        **bundle.manifest_header(cfg, bins, cfg["scaling"], f"photoz-tools {__version__}"),
         "data": {
             "path": str(dataset),
             "fingerprint": sel.fingerprint,
