@@ -45,8 +45,10 @@ def test_the_example_pipeline_gives_the_tf1_softmax(cli, tmp_path, authors_check
     """The issue's run of their test.py: pz-import, then `pz-pack data_example.npz`, pz-predict
     and pz-score, all as commands; PDFs equal to the TF1 graph's, zphot on bin midpoints."""
     bundle = tmp_path / "authors"
-    r = cli("pz-import", str(authors_checkpoint), "-o", str(bundle))
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "PZ_MODEL": ""}
+    r = cli("pz-import", str(authors_checkpoint), "-o", str(bundle), "--default", env=env)
     assert r.returncode == 0, r.stderr.decode()
+    assert "registered as the default bundle" in r.stderr.decode()
     assert r.stderr.decode().count("\n") <= 3, r.stderr.decode()  # no TensorFlow chatter
 
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -65,7 +67,7 @@ def test_the_example_pipeline_gives_the_tf1_softmax(cli, tmp_path, authors_check
     ds = tmp_path / "ex.parquet"
     r = cli("pz-pack", str(tmp_path / "data_example.npz"), "--keep-order", "-o", str(ds), "-q")
     assert r.returncode == 0, r.stderr.decode()
-    r = cli("pz-predict", "-m", str(bundle), str(ds), "-q")
+    r = cli("pz-predict", str(ds), "-q", env=env)  # the default bundle: no -m
     assert r.returncode == 0, r.stderr.decode()
     pred = pq.read_table(io.BytesIO(r.stdout))
     np.testing.assert_allclose(pred.column("z").to_numpy(), z[:, 0])  # the order is kept
