@@ -17,13 +17,14 @@ from writing the same file; a lock whose process is gone is recognised and taken
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,86 @@ def _listed(root: Path) -> list[Path]:
 
 def _visible(f: Path, under: Path) -> bool:
     return not any(part.startswith(IGNORED_PREFIXES) for part in f.relative_to(under).parts)
+
+
+# --------------------------------------------------------------------------- the commands' options
+
+
+def check_output_folder(
+    source: str | Path, output: str | Path | None, what: str = "outputs"
+) -> Path:
+    """The output folder for a partitioned input: given, not a file, not inside the input."""
+    if output in (None, "", "-"):
+        raise PzUsageError(
+            f"-o: {source} is a catalogue folder, so the {what} are a folder too: "
+            "give -o FOLDER (one output file per input partition)"
+        )
+    out = Path(os.fspath(output))
+    if out.exists() and not out.is_dir():
+        raise PzUsageError(f"-o {out}: a file; a partitioned input needs an output folder")
+    src, dst = Path(source).resolve(), out.resolve()
+    if dst == src or src in dst.parents:
+        raise PzUsageError(
+            f"-o {out}: inside the input catalogue {source}; its files would be read as input"
+        )
+    return out
+
+
+def parse_scheduler(text: str | None) -> str | int | None:
+    """--scheduler ADDRESS (a running dask scheduler, tcp://host:8786) or local[:N] (a
+    LocalCluster of N worker processes, default: the cores) -> the address, or N."""
+    if text is None:
+        return None
+    if text == "local" or text.startswith("local:"):
+        n_text = text.partition(":")[2] or str(os.cpu_count() or 1)
+        try:
+            n = int(n_text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise PzUsageError(f"--scheduler {text}: local:N needs N >= 1 worker processes")
+        return n
+    if "://" not in text and ":" not in text:
+        raise PzUsageError(
+            f"--scheduler {text}: expected a scheduler address (tcp://host:8786) or local[:N]"
+        )
+    return text
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | int) -> Iterator[object]:
+    """A dask.distributed client: to the scheduler at an address, or to a LocalCluster of N
+    single-threaded worker processes (closed at the end)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PzUsageError(
+            "--scheduler needs dask.distributed (pip install 'photoz-tools[scale]')"
+        ) from None
+    if isinstance(scheduler, int):
+        # the cores shared out between the workers rather than each claiming all of them
+        # (benchmarks/partitions_bench.py: on 2 cores more workers only add start-up cost)
+        per_worker = str(max(1, (os.cpu_count() or 1) // scheduler))
+        threads = {v: per_worker for v in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")}
+        cluster = LocalCluster(
+            n_workers=scheduler,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={**threads, "TF_NUM_INTEROP_THREADS": "1"},
+        )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+    else:
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise PzError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        with client:
+            yield client
 
 
 # --------------------------------------------------------------------------- array jobs

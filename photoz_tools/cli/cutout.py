@@ -17,6 +17,7 @@ from photoz_tools.cli.common import (
     QuietOpt,
     VersionOpt,
     command_line,
+    fail,
     log,
     main_for,
     make_app,
@@ -37,6 +38,15 @@ Frames come from a local folder (--frames DIR: any layout, .fits/.fits.bz2/.fits
 from their headers, no network) or from the SAS (--frame-index, a 'pz-query frames' table;
 without it each row's own run/camcol/field), through a verified cache (--cache). With -o FILE
 a killed run resumes from FILE.partial/.
+
+A catalogue folder in (a partitioned catalogue: plain, hive-style key=value/ or HATS Parquet
+files) gives a folder out: one cutouts file per input partition at the same relative path
+under -o FOLDER. A rerun redoes only the partitions whose output is missing or stale (older
+than its input, or made with other --frames, --frame-index, --sas-url, --resampler, --fill or
+columns); a killed partition resumes from its hidden .NAME.partial/. --shard I/N takes one
+share of the partitions (array jobs); --scheduler runs one dask.distributed task per
+partition. One summary line; exit 1 if any partition failed, after doing the others. E.g. in
+a Slurm array job: pz-cutout survey/ --frames ~/sdss -o cutouts/ --shard $SLURM_ARRAY_TASK_ID/8
 """
 EXAMPLES = """\
 [bold]Examples[/bold]
@@ -55,7 +65,10 @@ def main_command(
     output: Annotated[
         str,
         typer.Option(
-            "-o", "--output", help="Output table (written atomically; resumable); '-' is stdout."
+            "-o",
+            "--output",
+            help="Output table (written atomically; resumable); '-' is stdout. With a "
+            "catalogue folder: the output folder (required).",
         ),
     ] = "-",
     frames: Annotated[
@@ -126,14 +139,70 @@ def main_command(
         int, typer.Option("--preview-count", help="Cutouts in the preview grid.")
     ] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per output batch.")] = 1024,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
+            "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS|local[:N]",
+            help="With a catalogue folder: one dask.distributed task per partition (one "
+            "process each, -j ignored), on the scheduler at ADDRESS (tcp://host:8786) or on "
+            "N local worker processes.",
+            show_default=False,
+        ),
+    ] = None,
     no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Start afresh, ignoring OUTPUT.partial/.")
+        bool,
+        typer.Option(
+            "--no-resume",
+            help="Start afresh, ignoring OUTPUT.partial/ (a folder's: each .NAME.partial/).",
+        ),
     ] = False,
     format: FormatOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     version: VersionOpt = False,
 ) -> None:
+    from photoz_tools import partitions
+    from photoz_tools.errors import PzUsageError
+
+    shard_spec = partitions.parse_shard(shard)
+    folder_in = partitions.is_partitioned(catalog)
+    if shard_spec is not None and not folder_in:
+        raise PzUsageError("--shard: only with a catalogue folder as the input")
+    if scheduler is not None and not folder_in:
+        raise PzUsageError("--scheduler: only with a catalogue folder as the input")
+    if folder_in:
+        _cutout_folder(
+            catalog,
+            output,
+            shard=shard_spec,
+            scheduler=scheduler,
+            preview=preview,
+            format=format,
+            frames=frames,
+            frame_index=frame_index,
+            sas_url=sas_url,
+            cache=cache,
+            ra=ra,
+            dec=dec,
+            id=id,
+            resampler=resampler,
+            fill=fill,
+            workers=workers,
+            batch_rows=batch_size,
+            resume=not no_resume,
+        )
+        return
     from photoz_tools.imaging.cutouts import cutout
 
     if no_resume and output not in ("-", ""):
@@ -165,6 +234,47 @@ def main_command(
         )
     if preview:
         log(f"preview written to {preview}")
+
+
+def _cutout_folder(
+    source: str,
+    output: str,
+    *,
+    shard,
+    scheduler: str | None,
+    preview: str | None,
+    format: str | None,
+    **options,
+) -> None:
+    """A catalogue folder in, a folder out: one line of summary; exit 1 if any partition
+    failed, after doing the others."""
+    from photoz_tools.errors import PzUsageError
+    from photoz_tools.imaging.cutout_partitions import cutout_partitioned
+    from photoz_tools.partitions import check_output_folder, parse_scheduler
+
+    check_output_folder(source, output, "cutouts")
+    if preview is not None:
+        raise PzUsageError("--preview: only with a single table as the input")
+    if format is not None and format.lower() not in ("parquet", "pq"):
+        raise PzUsageError(
+            f"--format {format}: a catalogue folder gives Parquet partitions; drop --format"
+        )
+    scheduler_spec = None
+    if scheduler is not None:
+        scheduler_spec = parse_scheduler(scheduler)
+    with progress("partitions", unit="partitions") as bar:
+        summary = cutout_partitioned(
+            source,
+            output,
+            shard=shard,
+            scheduler=scheduler_spec,
+            command_line=command_line(),
+            on_partition=lambda part, what: bar.advance(),
+            **options,
+        )
+    if summary.failed:
+        fail(summary.line())
+    log(summary.line())
 
 
 main = main_for(app)

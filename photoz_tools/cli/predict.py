@@ -149,9 +149,9 @@ def main_command(
     if scheduler is not None and not folder_in:
         raise PzUsageError("--scheduler: only with a catalogue folder as the input")
     if folder_in:
-        from photoz_tools.model.predict_partitions import check_output_folder, parse_scheduler
+        from photoz_tools.partitions import check_output_folder, parse_scheduler
 
-        check_output_folder(input, output)
+        check_output_folder(input, output, "predictions")
         scheduler_spec = parse_scheduler(scheduler)
     model_path = bundle.resolve(model)  # before reading stdin: fail fast without a bundle
     from photoz_tools.model import predict as pr

@@ -559,6 +559,8 @@ def cutout(
     log: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     progress: Any = None,
+    partial: str | os.PathLike | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Any:
     """Cut 64x64x5 ugriz cutouts (nanomaggies) for every row of `catalog`.
 
@@ -573,6 +575,9 @@ def cutout(
     resampler : "native" (numpy Lanczos-3, SWarp's conventions) or "swarp" (Debian's SWarp).
     fill : "zero" (SWarp's convention) or "nan" for uncovered pixels; both are flagged.
     workers : processes (default: all cores); 1 runs in this process.
+    partial : the resume folder of a path output [default: ``OUTPUT.partial``]; the
+        partitioned run puts it at ``.NAME.partial`` so the output folder stays a dataset.
+    extra_metadata : added to the output's metadata (the partitioned run's record).
 
     Returns the table (output None) or a summary dict.
     """
@@ -696,7 +701,7 @@ def cutout(
     to_stdout = output is None or str(output) == "-"
     tmpdir = None
     if output is not None and not to_stdout and resume:
-        folder = Path(f"{output}.partial")
+        folder = Path(partial) if partial is not None else Path(f"{output}.partial")
     else:
         tmpdir = tempfile.mkdtemp(prefix="pz-cutout-")
         folder = Path(tmpdir) / "partial"
@@ -780,6 +785,7 @@ def cutout(
             "pz_cutout_fill": fill,
             "pz_cutout_flags": json.dumps({name: bit for bit, name in FLAG_NAMES.items()}),
         }
+        meta.update(extra_metadata or {})
         prov = None
         if command_line is not None:
             prov = tables.provenance_metadata(command_line, [str(catalog)] if reader else [])

@@ -8,34 +8,12 @@ metadata), so a rerun skips what is up to date and a crash never leaves a partia
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from photoz_tools import partitions
-from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.model import bundle as bundlemod
-
-
-def check_output_folder(source: str | Path, output: str | Path | None) -> Path:
-    """The output folder for a partitioned input: given, not a file, not inside the input."""
-    if output in (None, "", "-"):
-        raise PzUsageError(
-            f"-o: {source} is a catalogue folder, so the predictions are a folder too: "
-            "give -o FOLDER (one output file per input partition)"
-        )
-    out = Path(os.fspath(output))
-    if out.exists() and not out.is_dir():
-        raise PzUsageError(f"-o {out}: a file; a partitioned input needs an output folder")
-    src, dst = Path(source).resolve(), out.resolve()
-    if dst == src or src in dst.parents:
-        raise PzUsageError(
-            f"-o {out}: inside the input catalogue {source}; its files would be read as input"
-        )
-    return out
-
 
 # the ensemble of the current process (a Dask worker keeps its own), built on first use
 _LOADED: dict[tuple, tuple[bundlemod.Bundle, object]] = {}
@@ -95,63 +73,6 @@ class PredictWork:
         return res.rows
 
 
-def parse_scheduler(text: str | None) -> str | int | None:
-    """--scheduler ADDRESS (a running dask scheduler, tcp://host:8786) or local[:N] (a
-    LocalCluster of N worker processes, default: the cores) -> the address, or N."""
-    if text is None:
-        return None
-    if text == "local" or text.startswith("local:"):
-        n_text = text.partition(":")[2] or str(os.cpu_count() or 1)
-        try:
-            n = int(n_text)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise PzUsageError(f"--scheduler {text}: local:N needs N >= 1 worker processes")
-        return n
-    if "://" not in text and ":" not in text:
-        raise PzUsageError(
-            f"--scheduler {text}: expected a scheduler address (tcp://host:8786) or local[:N]"
-        )
-    return text
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | int) -> Iterator[object]:
-    """A dask.distributed client: to the scheduler at an address, or to a LocalCluster of N
-    single-threaded worker processes (closed at the end)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise PzUsageError(
-            "--scheduler needs dask.distributed (pip install 'photoz-tools[scale]')"
-        ) from None
-    if isinstance(scheduler, int):
-        # the cores shared out between the workers rather than each claiming all of them
-        # (benchmarks/partitions_bench.py: on 2 cores more workers only add start-up cost)
-        per_worker = str(max(1, (os.cpu_count() or 1) // scheduler))
-        threads = {v: per_worker for v in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")}
-        cluster = LocalCluster(
-            n_workers=scheduler,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env={**threads, "TF_NUM_INTEROP_THREADS": "1"},
-        )
-        try:
-            with Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
-    else:
-        try:
-            client = Client(scheduler, timeout=30)
-        except OSError as exc:
-            raise PzError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-        with client:
-            yield client
-
-
 def predict_partitioned(
     source: str | Path,
     output: str | Path,
@@ -174,7 +95,7 @@ def predict_partitioned(
     from photoz_tools.model import precision as precmod
 
     precmod.check(precision)
-    out_root = check_output_folder(source, output)
+    out_root = partitions.check_output_folder(source, output, "predictions")
     parts = partitions.select_shard(partitions.discover(source), shard)
     if isinstance(model, bundlemod.Bundle):
         b = model
@@ -203,7 +124,7 @@ def predict_partitioned(
     )
     if scheduler is None:
         return partitions.run(parts, out_root, key, work, on_partition=on_partition)
-    with dask_client(scheduler) as client:
+    with partitions.dask_client(scheduler) as client:
         return partitions.run_distributed(
             parts, out_root, key, work, client, on_partition=on_partition
         )
