@@ -181,6 +181,19 @@ def main_command(
         raise PzUsageError("--shard: only with a catalogue folder as the input")
     if scheduler is not None and not folder_in:
         raise PzUsageError("--scheduler: only with a catalogue folder as the input")
+    opts = {
+        "frames": frames,
+        "frame_index": frame_index,
+        "sas_url": sas_url,
+        "cache": cache,
+        "ra": ra,
+        "dec": dec,
+        "id": id,
+        "resampler": resampler,
+        "fill": fill,
+        "workers": workers,
+        "batch_rows": batch_size,
+    }
     if folder_in:
         _cutout_folder(
             catalog,
@@ -189,18 +202,8 @@ def main_command(
             scheduler=scheduler,
             preview=preview,
             format=format,
-            frames=frames,
-            frame_index=frame_index,
-            sas_url=sas_url,
-            cache=cache,
-            ra=ra,
-            dec=dec,
-            id=id,
-            resampler=resampler,
-            fill=fill,
-            workers=workers,
-            batch_rows=batch_size,
             resume=not no_resume,
+            **opts,
         )
         return
     from photoz_tools.imaging.cutouts import cutout
@@ -213,17 +216,7 @@ def main_command(
         cutout(
             catalog,
             output,
-            frames=frames,
-            frame_index=frame_index,
-            sas_url=sas_url,
-            cache=cache,
-            ra=ra,
-            dec=dec,
-            id=id,
-            resampler=resampler,
-            workers=workers,
-            fill=fill,
-            batch_rows=batch_size,
+            **opts,
             format=format,
             preview=preview,
             preview_count=preview_count,
