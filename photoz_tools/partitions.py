@@ -2,11 +2,12 @@
 
 A folder of Parquet files is one catalogue: plain, hive-style (``key=value/``), or a HATS
 catalogue's Parquet tree (``Norder=K/Dir=D/Npix=N.parquet``, where ``Npix=N`` may be a folder).
-Folders are listed as pyarrow lists a dataset: every ``*.parquet`` file, where names starting
-with ``_`` or ``.`` (``_metadata``, temporaries, locks) are not data. (Reading a HATS catalogue
-through hats' own readers is still to do: hats is not yet a dependency.) Each input partition
-gives one output file at the same relative path, so a HATS catalogue in gives a HATS-shaped
-catalogue out.
+A HATS catalogue or collection (a ``hats.properties`` or ``collection.properties`` file) is read
+with hats' own reader, and of a collection only the main catalogue (never its margins, which
+repeat neighbouring rows); other folders are listed as pyarrow lists a dataset: every
+``*.parquet`` file, where names starting with ``_`` or ``.`` (``_metadata``, temporaries, locks)
+are not data. Each input partition gives one output file at the same relative path, so a HATS
+catalogue in gives a HATS-shaped catalogue out.
 
 A rerun redoes only the partitions whose output is missing or stale: older than its input, or
 made from another input, by another model bundle or with other options (the `key`). The record
@@ -53,7 +54,7 @@ def is_partitioned(source: Any) -> bool:
 def discover(root: str | Path) -> list[Partition]:
     """The data files of a partitioned catalogue, in a fixed (sorted) order."""
     root = Path(root)
-    files = _listed(root)
+    files = _hats_files(root) if _is_hats(root) else _listed(root)
     if not files:
         raise PzError(f"{root}: a folder with no Parquet file; give a table or a catalogue folder")
     parts = [Partition(f, f.relative_to(root).as_posix()) for f in files]
@@ -77,6 +78,41 @@ def _listed(root: Path) -> list[Path]:
         and i.path.endswith(".parquet")
         and _visible(Path(i.path), root)
     ]
+
+
+def _is_hats(root: Path) -> bool:
+    """A HATS catalogue or collection: described by its own properties file."""
+    return (root / "hats.properties").is_file() or (root / "collection.properties").is_file()
+
+
+def _hats_files(root: Path) -> list[Path]:
+    """The data files of a HATS catalogue, found with hats' own reader; for a collection (what
+    LSDB's write_catalog makes), those of its main catalogue only: a margin catalogue repeats
+    its neighbours' rows and would predict them twice."""
+    try:
+        import hats
+        from hats.io import paths
+    except ImportError:
+        raise PzError(
+            f"{root}: a HATS catalogue; reading one needs hats (pip install 'photoz-tools[scale]')"
+        ) from None
+    try:
+        catalog = hats.read_hats(root)
+        catalog = getattr(catalog, "main_catalog", catalog)  # a collection: its main catalogue
+        pixels = catalog.get_healpix_pixels()
+        base = catalog.catalog_base_dir
+        located = [Path(str(paths.pixel_catalog_file(base, pixel))) for pixel in pixels]
+    except Exception as exc:
+        raise PzError(f"{root}: cannot read it as a HATS catalogue ({exc})") from None
+    files: list[Path] = []
+    for p in located:
+        if p.is_dir():  # Npix=N may itself be a folder of files
+            files.extend(sorted(f for f in p.rglob("*.parquet") if _visible(f, p)))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise PzError(f"{root}: HATS partition {p} is listed but missing")
+    return files
 
 
 def _visible(f: Path, under: Path) -> bool:

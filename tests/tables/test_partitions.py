@@ -161,3 +161,37 @@ def test_a_live_lock_is_respected_and_a_dead_ones_taken_over(catalogue, tmp_path
     assert not leftover.exists()
     live.release()
     assert not list(out.rglob(".*.lock"))
+
+
+def test_a_hats_collection_gives_its_main_catalogue_only(tmp_path):
+    """What LSDB's write_catalog makes: a collection of the catalogue and a margin catalogue
+    (which repeats neighbouring pixels' rows): found with hats' reader, margins left out."""
+    lsdb = pytest.importorskip("lsdb", reason="lsdb is not installed (the scale extra)")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame(
+        {"objID": np.arange(n), "ra": rng.uniform(0, 40, n), "dec": rng.uniform(-10, 10, n)}
+    )
+    cat = lsdb.from_dataframe(
+        df,
+        catalog_name="gal",
+        ra_column="ra",
+        dec_column="dec",
+        lowest_order=2,
+        highest_order=4,
+        partition_rows=50,
+    )
+    cat.write_catalog(tmp_path / "gal")
+    assert (tmp_path / "gal" / "collection.properties").is_file()
+    parts = partitions.discover(tmp_path / "gal")
+    assert len(parts) > 1
+    assert all(p.rel.startswith("gal/dataset/Norder=") for p in parts), [p.rel for p in parts]
+    ids = np.concatenate(
+        [pq.read_table(p.path, columns=["objID"])["objID"].to_numpy() for p in parts]
+    )
+    assert sorted(ids) == list(range(n))  # every galaxy once: no margin rows
+    # the plain listing would have counted the margin catalogue's files too
+    listed = partitions._listed(tmp_path / "gal")
+    assert len(listed) > len(parts)
