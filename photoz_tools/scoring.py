@@ -164,8 +164,31 @@ def _float_column(batch: Any, name: str, src: str, option: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _pdf_array(batch: Any, name: str) -> np.ndarray:
-    """The PDF column as (n, nbins); null cells (flagged predictions) become rows of NaN."""
+def _pdf_array(
+    batch: Any, name: str, packing: dict[str, Any] | None = None, src: str = ""
+) -> np.ndarray:
+    """The PDF column as (n, nbins); null cells (flagged predictions) become rows of NaN.
+
+    A packed column (pz-predict --pdf uint8/uint8log; `packing`: its spec from the file's
+    pz_pdf_packing metadata) is restored with photoz_tools.pdf.unpack_pdf from its codes and
+    the spec's max column, so PIT and CRPS see a PDF summing to 1, not codes."""
+    from photoz_tools.tables import column_array
+
+    raw = _pdf_cells(batch, name)
+    if packing is None:
+        if raw.dtype.kind in "iu":
+            raise PzError(
+                f"{src}: column '{name}' holds integer codes but the file's metadata has no "
+                f"'{P.PDF_PACKING_KEY}' entry for it; cannot restore the PDFs"
+            )
+        return raw
+    pmax = column_array(batch, packing["max_column"]).astype(np.float64)
+    return P.unpack_pdf(
+        raw, pmax, packing["packing"], floor=float(packing.get("floor", P.LOG_FLOOR))
+    )
+
+
+def _pdf_cells(batch: Any, name: str) -> np.ndarray:
     import pyarrow as pa
 
     from photoz_tools.tables import column_array
@@ -237,7 +260,11 @@ def collect(
         if progress:
             progress(0, total=reader.num_rows)
 
-        # estimators and their PDFs
+        # estimators and their PDFs (packed ones restored with the metadata's packing)
+        try:
+            packings = P.read_packing((reader.metadata or {}).get(P.PDF_PACKING_KEY))
+        except ValueError as exc:
+            raise PzError(f"{src}: bad metadata '{P.PDF_PACKING_KEY}': {exc}") from None
         estimators: list[Estimator] = []
         for raw in names_req:
             col = _find(names, raw)
@@ -251,6 +278,12 @@ def collect(
                 Estimator(col or raw, pdf_col, None if pdf_col else width_col, from_pdf=col is None)
             )
 
+        for e in estimators:
+            spec = packings.get(e.pdf_column or "")
+            if spec and spec["max_column"] not in names:
+                raise _missing(
+                    src, "packed-PDF maximum", spec["max_column"], names, "rerun pz-predict"
+                )
         # truth: a column here, or a truth table joined by id
         truth_col = None
         lookup = None
@@ -303,6 +336,7 @@ def collect(
             *[e.name for e in estimators if not e.from_pdf],
             *[e.pdf_column for e in estimators],
             *[e.width_column for e in estimators],
+            *[packings[e.pdf_column]["max_column"] for e in estimators if e.pdf_column in packings],
         ]:
             if c and c not in wanted:
                 wanted.append(c)
@@ -340,7 +374,7 @@ def collect(
                 parts[key].append(np.asarray(v))
             for est, ep in zip(estimators, est_parts, strict=True):
                 if est.pdf_column:
-                    pdf = _pdf_array(batch, est.pdf_column)
+                    pdf = _pdf_array(batch, est.pdf_column, packings.get(est.pdf_column), src)
                     if pdf.ndim != 2 or pdf.shape[1] != bins.n:
                         raise PzError(
                             f"{src}: column '{est.pdf_column}' has cells of shape "

@@ -69,7 +69,13 @@ def main_command(
         ),
     ] = None,
     pdf: Annotated[
-        str, typer.Option("--pdf", help="PDF column: float32, float16 or none.")
+        str,
+        typer.Option(
+            "--pdf",
+            help="PDF column: float32, float16, uint8 (one byte a bin: each row scaled to its "
+            "maximum, kept in a float32 pdf_max column, and rounded, so bins below max/510 "
+            "become 0; pz-score restores and renormalises it) or none.",
+        ),
     ] = "float32",
     keep: Annotated[
         str | None,

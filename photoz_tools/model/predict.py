@@ -25,8 +25,10 @@ from photoz_tools import tables
 from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.model import bundle as bundlemod
 
-PDF_DTYPES = ("float32", "float16", "none")
-PREDICTION_COLUMNS = (*pdfcore.SUMMARY_COLUMNS, "pdf")
+# "uint8": one byte a bin + a float32 pdf_max column (photoz_tools.pdf.pack_pdf). "uint8log"
+# is not offered: measured worse than uint8 on PIT and CRPS (benchmarks/pdf_packing.md)
+PDF_DTYPES = ("float32", "float16", "uint8", "none")
+PREDICTION_COLUMNS = (*pdfcore.SUMMARY_COLUMNS, "pdf", "pdf_max")
 
 
 @dataclass
@@ -161,13 +163,25 @@ def _bad_rows(images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
     return ~np.isfinite(flat).all(axis=1) | ~np.isfinite(ebv)
 
 
-def _pdf_array(p: np.ndarray, bad: np.ndarray, dtype: str):
+def _pdf_array(p: np.ndarray, bad: np.ndarray, dtype: str) -> list[tuple[str, Any]]:
+    """The PDF column(s) for `--pdf dtype`: [("pdf", ...)], plus ("pdf_max", ...) for a packing
+    (photoz_tools.pdf.pack_pdf); bad rows are null in both."""
     import pyarrow as pa
 
+    mask = pa.array(bad) if bad.any() else None
+    if dtype in pdfcore.PDF_PACKINGS:
+        codes, pmax = pdfcore.pack_pdf(p, dtype)
+        return [
+            (
+                "pdf",
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(codes.reshape(-1)), p.shape[1], mask=mask
+                ),
+            ),
+            ("pdf_max", pa.array(pmax, mask=bad | np.isnan(pmax))),
+        ]
     values = pa.array(p.astype(dtype).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(
-        values, p.shape[1], mask=pa.array(bad) if bad.any() else None
-    )
+    return [("pdf", pa.FixedSizeListArray.from_arrays(values, p.shape[1], mask=mask))]
 
 
 def predict(
@@ -237,6 +251,8 @@ def predict(
         read_cols = list(dict.fromkeys([*kept, image_col, ebv_col]))
         ens = ensemble or Ensemble(b, batch_size=batch_size, tta=tta, precision=precision)
         metadata = {tables.BIN_EDGES_KEY: bins.to_json(), "pz_model_path": str(b.path)}
+        if pdf_dtype in pdfcore.PDF_PACKINGS:  # readers restore the PDFs from this
+            metadata[pdfcore.PDF_PACKING_KEY] = pdfcore.packing_metadata(pdf_dtype)
         metadata.update(extra_metadata or {})
         prov = tables.provenance_metadata(
             command_line or "photoz_tools.predict", [reader.name], model_hash=b.hash
@@ -280,8 +296,9 @@ def predict(
                         )
                     fields.append(pa.field(c, arrays[-1].type))
                 if pdf_dtype != "none":
-                    arrays.append(_pdf_array(p, bad, pdf_dtype))
-                    fields.append(pa.field("pdf", arrays[-1].type))
+                    for name, arr in _pdf_array(p, bad, pdf_dtype):
+                        arrays.append(arr)
+                        fields.append(pa.field(name, arr.type))
                 out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
                 if writer is None:
                     writer = tables.TableWriter(
@@ -358,7 +375,10 @@ def _empty_writer(reader, kept, pdf_dtype, bins, output, format, metadata, prov)
         pa.field(c, pa.uint16() if c == "pz_flags" else pa.float32())
         for c in pdfcore.SUMMARY_COLUMNS
     ]
-    if pdf_dtype != "none":
+    if pdf_dtype in pdfcore.PDF_PACKINGS:
+        fields.append(pa.field("pdf", pa.list_(pa.uint8(), bins.n)))
+        fields.append(pa.field("pdf_max", pa.float32()))
+    elif pdf_dtype != "none":
         fields.append(pa.field("pdf", pa.list_(getattr(pa, pdf_dtype)(), bins.n)))
     return tables.TableWriter(
         output, pa.schema(fields), format=format, metadata=metadata, provenance=prov
