@@ -94,6 +94,16 @@ FormatOpt = Annotated[
         show_default=False,
     ),
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
+        "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
+        show_default=False,
+    ),
+]
 QuietOpt = Annotated[
     bool,
     typer.Option(

@@ -15,6 +15,7 @@ from photoz_tools.cli.common import (
     FormatOpt,
     InputArg,
     QuietOpt,
+    ShardOpt,
     VersionOpt,
     command_line,
     fail,
@@ -139,16 +140,7 @@ def main_command(
         int, typer.Option("--preview-count", help="Cutouts in the preview grid.")
     ] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per output batch.")] = 1024,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            metavar="I/N",
-            help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
-            "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
-            show_default=False,
-        ),
-    ] = None,
+    shard: ShardOpt = None,
     scheduler: Annotated[
         str | None,
         typer.Option(

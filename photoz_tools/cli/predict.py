@@ -11,6 +11,7 @@ from photoz_tools.cli.common import (
     FormatOpt,
     OutputOpt,
     QuietOpt,
+    ShardOpt,
     VersionOpt,
     command_line,
     fail,
@@ -110,16 +111,7 @@ def main_command(
     ] = None,
     image_col: Annotated[str, typer.Option("--image-col", help="Image column.")] = "image",
     ebv_col: Annotated[str, typer.Option("--ebv-col", help="E(B-V) column.")] = "ebv",
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            metavar="I/N",
-            help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
-            "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
-            show_default=False,
-        ),
-    ] = None,
+    shard: ShardOpt = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
