@@ -488,6 +488,22 @@ def run_distributed(
     return summary
 
 
+def run_on(
+    scheduler: str | int | None,
+    parts: list[Partition],
+    out_root: str | Path,
+    key: str,
+    work: Work,
+    on_partition: Callable[[Partition, str], None] | None = None,
+) -> Summary:
+    """`run` in this process (no scheduler) or `run_distributed` on the Dask scheduler given as
+    parse_scheduler returns it (an address, or a number of local worker processes)."""
+    if scheduler is None:
+        return run(parts, out_root, key, work, on_partition=on_partition)
+    with dask_client(scheduler) as client:
+        return run_distributed(parts, out_root, key, work, client, on_partition=on_partition)
+
+
 def _note(cb: Callable[[Partition, str], None] | None, part: Partition, what: str) -> None:
     if cb is not None:
         cb(part, what)

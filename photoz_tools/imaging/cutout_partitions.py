@@ -177,9 +177,4 @@ def cutout_partitioned(
         resume=resume,
         command_line=command_line,
     )
-    if scheduler is None:
-        return partitions.run(parts, out_root, key, work, on_partition=on_partition)
-    with partitions.dask_client(scheduler) as client:
-        return partitions.run_distributed(
-            parts, out_root, key, work, client, on_partition=on_partition
-        )
+    return partitions.run_on(scheduler, parts, out_root, key, work, on_partition)

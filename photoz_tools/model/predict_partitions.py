@@ -122,9 +122,4 @@ def predict_partitioned(
         ebv_col=ebv_col,
         command_line=command_line,
     )
-    if scheduler is None:
-        return partitions.run(parts, out_root, key, work, on_partition=on_partition)
-    with partitions.dask_client(scheduler) as client:
-        return partitions.run_distributed(
-            parts, out_root, key, work, client, on_partition=on_partition
-        )
+    return partitions.run_on(scheduler, parts, out_root, key, work, on_partition)
