@@ -85,7 +85,8 @@ def _images(col: pd.Series, name: str) -> np.ndarray:
         try:
             values = tables.column_array(pa.table({name: arr}), name)
         except PzError as exc:
-            raise PzError(f"column '{name}': {exc}") from None
+            msg = str(exc)
+            raise PzError(msg if f"'{name}'" in msg else f"column '{name}': {msg}") from None
         values = np.asarray(values, dtype=np.float32)
     else:
         cells = []
