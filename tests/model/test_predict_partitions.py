@@ -194,10 +194,15 @@ def test_a_killed_dask_worker_costs_only_its_partition(
     assert _rel_files(out) == _rel_files(ref)
     for rel in _rel_files(ref):
         want, got = pq.read_table(ref / rel), pq.read_table(out / rel)
-        assert got.drop(["pdf"]).equals(want.drop(["pdf"])), rel
-        np.testing.assert_allclose(
-            tables.column_array(got, "pdf"), tables.column_array(want, "pdf"), atol=1e-6
-        )
+        assert got.column_names == want.column_names, rel
+        for name in want.column_names:
+            if pa.types.is_floating(want.schema.field(name).type) or name == "pdf":
+                # the workers share the cores (fewer threads each): another reduction order
+                np.testing.assert_allclose(
+                    tables.column_array(got, name), tables.column_array(want, name), atol=1e-6
+                )
+            else:
+                assert got.column(name).equals(want.column(name)), (rel, name)
 
 
 @pytest.mark.slow
