@@ -176,6 +176,14 @@ def main_command(
             help="Threads reading and augmenting batches [default: up to 4].", show_default=False
         ),
     ] = None,
+    distribute: Annotated[
+        str | None,
+        typer.Option(
+            help="'data': split each batch evenly over the host's GPUs (data parallel: the same "
+            "steps as on one device, faster); --batch-size must be a multiple of their number.",
+            show_default=False,
+        ),
+    ] = None,
     drop_out_of_range: Annotated[
         bool, typer.Option(help="Drop rows whose z is outside the bins instead of refusing them.")
     ] = False,
@@ -232,8 +240,12 @@ def main_command(
         checkpoint_minutes=checkpoint_minutes,
         workers=workers,
         drop_out_of_range=drop_out_of_range,
+        distribute=distribute,
     )
     tr.check_member_job(recipe)  # a usage error before the dataset is read
+    from photoz_tools.model import distribute as dist
+
+    dist.check_mode(distribute)
     if dry_run:
         _dry_run(tr.plan(dataset, arch, recipe, scaling, z_col, ebv_col))
         return

@@ -20,7 +20,14 @@ from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.model import bundle
 from photoz_tools.model.train import Reporter, _noop
 
-_RUN_MECHANICS = ("checkpoint_every", "checkpoint_minutes", "log_every", "workers", "member_job")
+_RUN_MECHANICS = (
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "log_every",
+    "workers",
+    "member_job",
+    "distribute",
+)
 
 
 def _first_difference(a: Any, b: Any, where: str) -> tuple[str, Any, Any] | None:

@@ -1,5 +1,5 @@
-"""The one module that may talk to a backend directly (tf.*, jax.*): seeds, determinism,
-device queries, log silencing and the matmul peak the benchmarks compare against.
+"""With distribute.py, the one module that may talk to a backend directly (tf.*, jax.*): seeds,
+determinism, device queries, log silencing and the matmul peak the benchmarks compare against.
 
 Everything else in photoz_tools.model uses keras.layers/keras.ops/keras.utils only, so the same
 code runs with KERAS_BACKEND=jax on hosts without TensorFlow.
@@ -69,14 +69,36 @@ def import_keras() -> ModuleType:
     if "keras" in sys.modules:
         return sys.modules["keras"]
     silence()
+    cpus = _cpu_devices()
+    if cpus > 1 and os.environ.get("KERAS_BACKEND") == "jax":
+        flag = f"--xla_force_host_platform_device_count={cpus}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     with quiet_fd2():
         import keras
 
         if keras.backend.backend() == "tensorflow":  # device set-up logs too: do it now
             import tensorflow as tf
 
+            if cpus > 1:
+                cpu = tf.config.list_physical_devices("CPU")[0]
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpus)]
+                )
             tf.config.list_logical_devices()
     return keras
+
+
+def _cpu_devices() -> int:
+    """PZ_CPU_DEVICES=N splits the CPU into N logical devices, so that --distribute data can be
+    tried (and tested) on a host without accelerators; read once, before the backend starts."""
+    raw = os.environ.get("PZ_CPU_DEVICES", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        from photoz_tools.errors import PzUsageError
+
+        raise PzUsageError(f"PZ_CPU_DEVICES={raw}: expected a whole number of devices, 1 to 64")
+    return int(raw)
 
 
 def name() -> str:
@@ -213,8 +235,9 @@ class TrainStep:
     optimizer and the compiled function.
     """
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, distribution=None) -> None:
         self.model = model
+        self.distribution = distribution  # distribute.DataParallel or None
         self.backend = name()
         self._state = None
         self._built = False
@@ -241,7 +264,8 @@ class TrainStep:
                 m._jax_state_synced = False
             logs, self._state = m.train_function(self._state, iter([_distribute_data((x, y, w))]))
         elif self.backend == "tensorflow":
-            logs = m.train_function(iter([(x, y, w)]))
+            data = (x, y, w) if self.distribution is None else self.distribution.shard(x, y, w)
+            logs = m.train_function(iter([data]))
         else:  # pragma: no cover - other backends: the plain call
             logs = m.train_on_batch(x, y, sample_weight=w, return_dict=True)
         self._pending = logs

@@ -18,6 +18,7 @@ into the ensemble bundle, after checking that they were trained alike.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -64,6 +65,7 @@ class Recipe:
     log_every: int = 50  # steps between reads of the loss (each read waits for the device)
     workers: int | None = None  # feed threads (None: up to 4)
     drop_out_of_range: bool = False
+    distribute: str | None = None  # "data": each batch split over the host's devices
 
 
 def _noop(event: str, **info: Any) -> None:
@@ -191,7 +193,8 @@ def _run_key(p: dict[str, Any]) -> str:
         "recipe": {
             k: v
             for k, v in r.__dict__.items()
-            if k not in ("checkpoint_every", "checkpoint_minutes", "log_every", "workers")
+            if k
+            not in ("checkpoint_every", "checkpoint_minutes", "log_every", "workers", "distribute")
             and not (k == "member_job" and v is None)  # full runs keep their earlier keys
         },
         "total": p["total_steps"],
@@ -251,6 +254,7 @@ def evaluate(
     image_col: str = "image",
     logits: bool = False,
     cache: list | None = None,
+    multiple: int = 1,
 ) -> dict[str, float]:
     """Validation loss, point metrics, mean CRPS and PIT flatness of one model on `rows`
     (a model that outputs logits when `logits`, else probabilities).
@@ -258,7 +262,8 @@ def evaluate(
     `cache`, an empty list the caller keeps, holds the validation inputs after the first call
     when they fit in a quarter of the shuffle buffer's budget: the rows are scattered over the
     table, and reading the whole table at every epoch's end cost more than the training steps
-    (benchmarks/train_loop.md)."""
+    (benchmarks/train_loop.md). `multiple`: the batch is a multiple of it (the devices of a
+    data-parallel model each take an equal share)."""
     from photoz_tools import metrics, pdf
     from photoz_tools.model import data
     from photoz_tools.model.predict import predict_padded
@@ -267,6 +272,7 @@ def evaluate(
         return {}
     pdfs, zs = [], []
     batch_size = min(batch_size, len(rows))  # one traced shape per run
+    batch_size = -(-batch_size // multiple) * multiple
     if cache:
         batches = cache
     else:
@@ -346,12 +352,16 @@ def train(
     if output.exists() and not force:
         raise PzError(f"{output}: already exists; choose another -o or pass --force to replace it")
     p = plan(dataset, arch, recipe, scaling, z_col, ebv_col, image_col)
-    from photoz_tools.model import precision
+    from photoz_tools.model import distribute, precision
 
     precision.check(recipe.precision)  # refuse before any work, not after the shuffle copy
+    distribute.check_mode(recipe.distribute)
     report("plan", **p)
     backend.configure(recipe.seed, deterministic=False)
     keras = backend.import_keras()
+    p["distribution"] = dp = distribute.setup(recipe.distribute, p["batch_size"])
+    if dp is not None:
+        report("log", message=dp.describe())
 
     from photoz_tools.model import feed
 
@@ -375,10 +385,14 @@ def train(
     sel = p["selection"]
     chunks = feed.prepare(sel, work, recipe.seed, image_col, log=lambda m: report("log", message=m))
     members_info = []
-    for m in trained_members(recipe):
-        info = _train_member(p, m, work, chunks, image_col, report)
-        members_info.append(info)
-        keras.backend.clear_session()
+    try:
+        for m in trained_members(recipe):
+            info = _train_member(p, m, work, chunks, image_col, report)
+            members_info.append(info)
+            keras.backend.clear_session()
+    finally:
+        if dp is not None:
+            dp.close()
     _finish_bundle(p, dataset, work, output, members_info, z_col, ebv_col, image_col)
     if make_default:
         bundle.set_default(output)
@@ -409,7 +423,8 @@ def _train_member(
         report("member", member=m, members=recipe.members, info=state["info"], skipped=True)
         return state["info"]
     backend.configure(mseed)
-    with precision.policy(recipe.precision):
+    dp = p.get("distribution")
+    with precision.policy(recipe.precision), dp.scope() if dp else contextlib.nullcontext():
         if ckpt.is_file() and state.get("step"):
             from photoz_tools.model import schedule  # noqa: F401  (registers WarmupDrop)
 
@@ -466,7 +481,7 @@ class _Loop:
 
         self.model, self.p, self.m = model, p, m
         self.ckpt, self.state_file, self.report = ckpt, state_file, report
-        self.step_fn = backend.TrainStep(model)
+        self.step_fn = backend.TrainStep(model, p.get("distribution"))
         self.val_cache: list = []
         self.prefetch: feed.Prefetch | None = None
 
@@ -513,6 +528,7 @@ class _Loop:
                     image_col=p["image_col"],
                     logits=True,
                     cache=self.val_cache,
+                    multiple=self.p["distribution"].n if self.p.get("distribution") else 1,
                 )
                 history.append(
                     {
@@ -580,6 +596,7 @@ def _finish_bundle(
         "history": [mi["history"] for mi in members_info],
         "versions": {"photoz-tools": __version__, **backend.versions()},
         "device": backend.device_description(),
+        **({"distribution": p["distribution"].describe()} if p.get("distribution") else {}),
     }
     # state files, the shuffled copy, and temporaries a killed run may have left
     for f in [*work.glob("*.state.json"), *work.glob(".*"), work / "run.json"]:
@@ -591,9 +608,3 @@ def _finish_bundle(
     if output.exists():
         shutil.rmtree(output)
     os.replace(work, output)
-
-
-# ----------------------------------------------------------------------------- assembling jobs
-
-# Recipe fields that only steer how a run goes (not what it trains): they may differ between
-# the jobs of one ensemble. member_job differs by design.
