@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -502,6 +503,64 @@ def run_on(
         return run(parts, out_root, key, work, on_partition=on_partition)
     with dask_client(scheduler) as client:
         return run_distributed(parts, out_root, key, work, client, on_partition=on_partition)
+
+
+# --------------------------------------------------------------------------- HATS out
+
+HATS_COPIED = ("partition_info.csv", "point_map.fits", "skymap.fits")  # the same pixels and rows
+
+
+def finish_hats(source: str | Path, out_root: str | Path, key: str, summary: Summary) -> bool:
+    """Describe the output folder as a HATS catalogue (or collection) when the input is one and
+    every input partition's output is in place and current: properties from the input's (same
+    pixels, same rows; builder and date ours), its partition_info and sky maps, and
+    ``dataset/_common_metadata`` and ``_metadata`` written by hats from our files, so that
+    lsdb.open_catalog reads pz-predict's output. A shard run leaves it to the last shard to
+    finish; a rerun with nothing to do leaves it untouched. Returns True when written."""
+    source, out_root = Path(source), Path(out_root)
+    if not _is_hats(source) or summary.failed:
+        return False
+    import hats
+    from hats.io import write_parquet_metadata
+
+    from photoz_tools import __version__
+
+    found = hats.read_hats(source)
+    main = getattr(found, "main_catalog", found)
+    rel = Path(str(main.catalog_base_dir)).relative_to(source.resolve())
+    dest = out_root / rel
+    if summary.done == 0 and (dest / "hats.properties").is_file():
+        return False
+    if not all(up_to_date(p, output_path(p, out_root), key) for p in discover(source)):
+        return False
+    lock = Lock(dest / "hats.properties")
+    if not lock.acquire():
+        return False  # another run is writing it
+    try:
+        for name in HATS_COPIED:
+            if (Path(str(main.catalog_base_dir)) / name).is_file():
+                tmp = dest / f".{name}.tmp"
+                shutil.copyfile(Path(str(main.catalog_base_dir)) / name, tmp)
+                os.replace(tmp, dest / name)
+        made = time.strftime("%Y-%m-%dT%H:%MUTC", time.gmtime())
+        builder = f"photoz-tools {__version__} (pz-predict), hats v{hats.__version__}"
+        main.catalog_info.copy_and_update(
+            hats_builder=builder, hats_creation_date=made, hats_estsize=None
+        ).to_properties_file(dest)
+        write_parquet_metadata(dest)
+        if hasattr(found, "collection_properties"):  # our output has no margin catalogue
+            found.collection_properties.model_copy(
+                update={
+                    "all_margins": None,
+                    "default_margin": None,
+                    "hats_builder": builder,
+                    "hats_creation_date": made,
+                    "hats_estsize": None,
+                }
+            ).to_properties_file(out_root)
+    finally:
+        lock.release()
+    return True
 
 
 def _note(cb: Callable[[Partition, str], None] | None, part: Partition, what: str) -> None:

@@ -42,6 +42,25 @@ class PredictResult:
     precision: str = "float32"
 
 
+IMAGE_SHAPE = (64, 64, 5)  # the network's input: 64x64 pixels, ugriz
+IMAGE_SIZE = 64 * 64 * 5
+
+
+def image_cells(values: np.ndarray, column: str, where: str) -> np.ndarray:
+    """A column's cells as (n, 64, 64, 5) images: as they are, or reshaped from 20480 flat
+    values in row-major (y, x, band) order (what LSDB and pandas write for an array column);
+    any other shape is refused naming the column, its shape and the model's."""
+    cell = tuple(values.shape[1:])
+    if cell == IMAGE_SHAPE:
+        return values
+    if cell == (IMAGE_SIZE,):
+        return values.reshape(len(values), *IMAGE_SHAPE)
+    raise PzError(
+        f"{where}: column '{column}' holds cells of shape {cell}; the model takes "
+        f"{IMAGE_SHAPE} images (or {IMAGE_SIZE} values, 64x64 ugriz)"
+    )
+
+
 def predict_padded(
     model: Any, images: np.ndarray, ebv: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
@@ -270,7 +289,7 @@ def predict(
         try:
             batches = reader.iter_batches(batch_rows=chunk, columns=read_cols)
             for batch in _rechunk(batches, chunk):
-                images = tables.column_array(batch, image_col)
+                images = image_cells(tables.column_array(batch, image_col), image_col, reader.name)
                 ebv = np.asarray(tables.column_array(batch, ebv_col), dtype=np.float32)
                 bad = _bad_rows(images, ebv)
                 if bad.any():

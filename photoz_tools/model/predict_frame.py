@@ -19,9 +19,7 @@ import pandas as pd
 
 from photoz_tools import pdf as pdfcore
 from photoz_tools.errors import PzError
-
-IMAGE_SHAPE = (64, 64, 5)
-IMAGE_SIZE = 64 * 64 * 5
+from photoz_tools.model.predict import IMAGE_SHAPE, IMAGE_SIZE
 
 # (bundle path, manifest mtime, batch size, precision) -> PredictWork: hashing the bundle's files
 # once per process, not once per partition (PredictWork.ensemble caches the loaded ensemble)

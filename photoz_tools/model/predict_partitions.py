@@ -122,4 +122,6 @@ def predict_partitioned(
         ebv_col=ebv_col,
         command_line=command_line,
     )
-    return partitions.run_on(scheduler, parts, out_root, key, work, on_partition)
+    summary = partitions.run_on(scheduler, parts, out_root, key, work, on_partition)
+    partitions.finish_hats(source, out_root, key, summary)  # a HATS catalogue in gives one out
+    return summary

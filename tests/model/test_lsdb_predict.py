@@ -97,6 +97,31 @@ def test_lsdb_map_partitions_predict(tmp_path, tiny_bundle, monkeypatch):
     assert got_p.shape == (n - 2, bins.n)
     assert np.allclose(got_p, p[~bad], atol=1e-5)
 
+    # pz-predict's own folder mode on the same collection: its output is a HATS catalogue too
+    # (properties, partition_info, _common_metadata), read by LSDB, margins left out
+    from photoz_tools import partitions
+
+    out = tmp_path / "cli_out"
+    s = predict_partitions.predict_partitioned(tmp_path / "gals", out, bundle)
+    assert not s.failed and s.done == len(cat.get_healpix_pixels())
+    assert (out / "collection.properties").is_file() and not (out / "gals_5arcs").exists()
+    with dask.config.set(scheduler="synchronous"):
+        ours = lsdb.open_catalog(out)
+        assert ours.get_healpix_pixels() == opened.get_healpix_pixels()
+        ours = ours.compute().set_index("objID").loc[g["objID"]]
+    assert ours.index.is_unique and "image" not in ours.columns
+    np.testing.assert_allclose(
+        ours["zphot"].to_numpy(np.float64, na_value=np.nan),
+        back["zphot"].to_numpy(np.float64, na_value=np.nan),
+        atol=1e-6,
+    )
+    props = out / "gals" / "hats.properties"
+    assert "hats_nrows=48" in props.read_text() and "photoz-tools" in props.read_text()
+    made = props.stat().st_mtime_ns
+    again = predict_partitions.predict_partitioned(tmp_path / "gals", out, bundle)
+    assert again.up_to_date == s.done and props.stat().st_mtime_ns == made  # nothing rewritten
+    assert not partitions.finish_hats(tmp_path / "gals", out, "other-key", again)
+
 
 def test_predict_frame_refuses_wrong_image_shape(tiny_bundle):
     from photoz_tools.errors import PzError
@@ -105,3 +130,19 @@ def test_predict_frame_refuses_wrong_image_shape(tiny_bundle):
     df = pd.DataFrame({"ebv": [0.02], "image": [np.zeros(100, np.float32)]})
     with pytest.raises(PzError, match=r"column 'image'.*\(100,\)"):
         predict_frame(df, str(tiny_bundle))
+
+
+def test_image_cells_take_flat_lists_and_refuse_other_shapes():
+    from photoz_tools.errors import PzError
+    from photoz_tools.model.predict import image_cells
+
+    cube = np.arange(2 * 64 * 64 * 5, dtype=np.float32).reshape(2, 64, 64, 5)
+    assert image_cells(cube, "image", "t.parquet") is cube
+    flat = image_cells(cube.reshape(2, -1), "image", "t.parquet")
+    assert np.array_equal(flat, cube)  # row-major (y, x, band), as numpy and LSDB write it
+    with pytest.raises(PzError) as e:
+        image_cells(np.zeros((3, 32, 32, 5), np.float32), "cutout", "t.parquet")
+    assert str(e.value) == (
+        "t.parquet: column 'cutout' holds cells of shape (32, 32, 5); the model takes "
+        "(64, 64, 5) images (or 20480 values, 64x64 ugriz)"
+    )
