@@ -223,9 +223,7 @@ def load_frame(
     if bscale != 1.0 or bzero != 0.0:
         image = image * np.float32(bscale) + np.float32(bzero)
     w2p, p2w, tan = _frame_wcs(header)
-    from photoz_tools.sdss.frameindex import _identity
-
-    run, camcol, fieldno = _identity(header, Path(name).name)
+    run, camcol, fieldno = frame_identity(header, Path(name).name)
     return Frame(
         image=image,
         header=header,
@@ -251,6 +249,28 @@ def frame_band(header, name: str = "") -> str:
     if base.startswith("frame-") and len(base) > 7 and base[6] in BANDS:
         return base[6]
     raise FrameError(f"{name}: cannot tell the band (no FILTER keyword, not named frame-B-...)")
+
+
+def frame_identity(header, name: str) -> tuple[int, int, int]:
+    """run, camcol, field from the SDSS file name, else the header (RUN, CAMCOL, FRAME).
+
+    The name wins: FRAME is the frame's sequence number in its own camera row, which differs
+    from the field number outside r (the i frame of field 136 says FRAME = 138).
+    """
+    parts = name.split(".")[0].split("-")
+    from_name = None
+    if len(parts) == 5 and parts[0] == "frame":
+        try:
+            from_name = (int(parts[2]), int(parts[3]), int(parts[4]))
+        except ValueError:
+            from_name = None
+    if from_name:
+        return from_name
+    return (
+        int(header.get("RUN", -1)),
+        int(header.get("CAMCOL", -1)),
+        int(header.get("FIELD", header.get("FRAME", -1))),
+    )
 
 
 def noise_rms(image: np.ndarray) -> float:

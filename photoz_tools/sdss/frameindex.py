@@ -138,32 +138,7 @@ class FrameIndex:
         root = Path(folder)
         if not root.is_dir():
             raise PzError(f"--frames {folder}: no such folder")
-        cached: dict[str, dict] = {}
-        if cache_file and Path(cache_file).is_file():
-            try:
-                cached = json.loads(Path(cache_file).read_text())
-            except (OSError, ValueError):
-                cached = {}
-        entries: dict[str, dict] = {}
-        for path in sorted(
-            p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(_FRAME_SUFFIXES)
-        ):
-            st = path.stat()
-            key = str(path.resolve())
-            old = cached.get(key)
-            if old and old.get("size") == st.st_size and old.get("mtime") == st.st_mtime:
-                entries[key] = old
-                continue
-            info = footprint_from_file(path)
-            if info is None:
-                info = {"skip": True}  # not a frame: remembered too, not re-read
-            info.update(size=st.st_size, mtime=st.st_mtime)
-            entries[key] = info
-        if cache_file and entries != cached:
-            try:
-                _atomic_write_text(Path(cache_file), json.dumps(entries))
-            except OSError:  # a read-only cache only costs speed
-                pass
+        entries = _footprints(root, cache_file)
         refs, boxes = [], []
         seen: dict[tuple, int] = {}
         # one file per frame: a mirror holding frame-r-...fits and .fits.bz2 must not count twice
@@ -251,6 +226,39 @@ class FrameIndex:
         return out
 
 
+def _footprints(root: Path, cache_file: str | os.PathLike | None) -> dict[str, dict]:
+    """Footprints of the frame-like files under `root` by resolved path (``{"skip": True}`` for
+    files that are not frames), read from their headers or, where the path, size and mtime
+    match, from `cache_file`, which is then updated."""
+    cached: dict[str, dict] = {}
+    if cache_file and Path(cache_file).is_file():
+        try:
+            cached = json.loads(Path(cache_file).read_text())
+        except (OSError, ValueError):
+            cached = {}
+    entries: dict[str, dict] = {}
+    for path in sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(_FRAME_SUFFIXES)
+    ):
+        st = path.stat()
+        key = str(path.resolve())
+        old = cached.get(key)
+        if old and old.get("size") == st.st_size and old.get("mtime") == st.st_mtime:
+            entries[key] = old
+            continue
+        info = footprint_from_file(path)
+        if info is None:
+            info = {"skip": True}  # not a frame: remembered too, not re-read
+        info.update(size=st.st_size, mtime=st.st_mtime)
+        entries[key] = info
+    if cache_file and entries != cached:
+        try:
+            _atomic_write_text(Path(cache_file), json.dumps(entries))
+        except OSError:  # a read-only cache only costs speed
+            pass
+    return entries
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -303,7 +311,7 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
                 return None
     except (OSError, EOFError, ValueError, KeyError):
         return None
-    from photoz_tools.imaging.frames import FrameError, frame_band
+    from photoz_tools.imaging.frames import FrameError, frame_band, frame_identity
 
     try:
         band = frame_band(header, path.name)
@@ -317,7 +325,7 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
         ra, dec = w.all_pix2world(xs, ys, 1)
     ra0 = float(ra[0])
     dra = (ra - ra0 + 180.0) % 360.0 - 180.0
-    run, camcol, field = _identity(header, path.name)
+    run, camcol, field = frame_identity(header, path.name)
     return {
         "band": band,
         "run": run,
@@ -329,28 +337,6 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
         "dec_min": float(dec.min()),
         "dec_max": float(dec.max()),
     }
-
-
-def _identity(header, name: str) -> tuple[int, int, int]:
-    """run, camcol, field from the SDSS file name, else the header (RUN, CAMCOL, FRAME).
-
-    The name wins: FRAME is the frame's sequence number in its own camera row, which differs
-    from the field number outside r (the i frame of field 136 says FRAME = 138).
-    """
-    parts = name.split(".")[0].split("-")
-    from_name = None
-    if len(parts) == 5 and parts[0] == "frame":
-        try:
-            from_name = (int(parts[2]), int(parts[3]), int(parts[4]))
-        except ValueError:
-            from_name = None
-    if from_name:
-        return from_name
-    return (
-        int(header.get("RUN", -1)),
-        int(header.get("CAMCOL", -1)),
-        int(header.get("FIELD", header.get("FRAME", -1))),
-    )
 
 
 def refs_to_json(refs: Sequence[FrameRef]) -> list[dict]:

@@ -1,4 +1,5 @@
-"""The SkyServer/SAS stand-in: its SQL subset, SkyServer's formats and error answers, the SAS."""
+"""The SkyServer/SAS stand-in: its SQL subset, SkyServer's formats and error answers, the SAS,
+and every cut of the MGS query applied to rows that fail it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import requests
 
+from photoz_tools.sdss import queries as Q
 from photoz_tools.sdss.standin import (
     Dataset,
     SQLError,
@@ -167,3 +169,97 @@ def test_frames_across_ra_zero_are_found():
         assert t.column("run").to_pylist() == [2]
         t = query_frames((0.05, 359.1, 0.1, 0.15), url=s.url, retries=0, margin_arcsec=0)
         assert sorted(t.column("run").to_pylist()) == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- the MGS cuts
+
+MGS_CUTS = Q.MgsCuts(r_min=14.0, where=("p.expAB_r > 0.5",))
+MGS_BOX = Q.Box(10.0, 20.0, -5.0, 5.0)
+MGS_BASE = {  # passes every cut of MGS_CUTS and MGS_BOX, each column given explicitly
+    "z": 0.1,
+    "zWarning": 0,
+    "class": "GALAXY",
+    "survey": "sdss",
+    "targetType": "SCIENCE",
+    "primtarget": 64,
+    "clean": 1,
+    "insideMask": 0,
+    "petroMag_r": 17.0,
+    "extinction_r": 0.1,
+    "ra": 15.0,
+    "dec": 0.0,
+    "expAB_r": 0.8,
+}
+# each WHERE term of the query, and a row that fails it alone (the base row with one change)
+MGS_FAILS = {
+    "s.z > 0.0": {"z": 0.0},
+    "s.z <= 0.4": {"z": 0.41},
+    "s.zWarning = 0": {"zWarning": 4},
+    "s.targetType = 'SCIENCE'": {"targetType": "SKY"},
+    "s.survey = 'sdss'": {"survey": "boss"},
+    "s.class = 'GALAXY'": {"class": "STAR"},
+    "g.primtarget >= 64": {"primtarget": 32},
+    "p.clean = 1": {"clean": 0},
+    "p.insideMask = 0": {"insideMask": 1},
+    "p.petroMag_r - p.extinction_r <= 17.8": {"petroMag_r": 18.0},  # dereddened 17.9
+    "p.petroMag_r - p.extinction_r >= 14.0": {"petroMag_r": 13.9},  # dereddened 13.8
+    "p.ra BETWEEN 10.0 AND 20.0": {"ra": 25.0},
+    "p.dec BETWEEN -5.0 AND 5.0": {"dec": 6.0},
+    "(p.expAB_r > 0.5)": {"expAB_r": 0.3},
+}
+MGS_PASSES = [  # edges and spellings that the cuts keep
+    {},
+    {"z": 0.4},  # z <= 0.4: closed
+    {"petroMag_r": 17.8, "extinction_r": 0.0},  # r <= 17.8: closed
+    {"petroMag_r": 17.9, "extinction_r": 0.2},  # the cut is on the dereddened magnitude
+    {"primtarget": 65},
+    {"class": "galaxy  "},  # SkyServer's collation: case and trailing blanks ignored
+]
+
+
+def _mgs_rows():
+    rows = [dict(MGS_BASE, **change) for change in MGS_PASSES]
+    n_pass = len(rows)
+    rows += [dict(MGS_BASE, **change) for change in MGS_FAILS.values()]
+    cols = {
+        k: np.array(
+            [r[k] for r in rows], dtype=object if k in ("class", "survey", "targetType") else None
+        )
+        for k in MGS_BASE
+    }
+    cols["specObjID"] = np.arange(1, len(rows) + 1, dtype=np.int64)
+    cols["objID"] = cols["specObjID"] + 1000
+    return cols, n_pass
+
+
+def test_mgs_query_applies_every_cut_to_rows_that_fail_it():
+    assert set(Q.mgs_conditions(MGS_CUTS, MGS_BOX)) == set(MGS_FAILS)  # every cut has a row
+    cols, n_pass = _mgs_rows()
+    data = Dataset(cols)
+    out = run_select(data, parse_sql(Q.mgs_sql(MGS_CUTS, MGS_BOX)))
+    assert out["specObjID"].tolist() == list(range(1, n_pass + 1))
+    for k, cond in enumerate(MGS_FAILS):  # and each cut alone removes its row, nothing else
+        sql = (
+            Q.mgs_sql(MGS_CUTS, MGS_BOX)
+            .replace(f"\n  AND {cond}", "")
+            .replace(f"WHERE {cond}\n  AND ", "WHERE ")
+        )
+        assert cond not in sql.split("WHERE", 1)[1], cond
+        ids = run_select(data, parse_sql(sql))["specObjID"].tolist()
+        assert ids == [*range(1, n_pass + 1), n_pass + 1 + k], cond
+
+
+def test_mgs_cuts_over_http_with_the_real_client():
+    from photoz_tools.sdss.query import query
+
+    cols, n_pass = _mgs_rows()
+    with StandIn(catalog=cols) as s:
+        t = query(
+            url=s.url,
+            r_min=14.0,
+            where="p.expAB_r > 0.5",
+            box=(10.0, 20.0, -5.0, 5.0),
+            retries=0,
+            timeout=5.0,
+        )
+    assert sorted(t.column("specObjID").to_pylist()) == list(range(1, n_pass + 1))

@@ -251,7 +251,7 @@ def test_parquet_stream_memory_flat_across_row_groups(tmp_path):
         "import resource, sys, numpy as np\n"
         "from photoz_tools import tables as T\n"
         "import pyarrow as pa\n"
-        "T.ROW_GROUP_BYTES = 2 << 20\n"
+        "T.writing.ROW_GROUP_BYTES = 2 << 20\n"
         "schema = pa.schema([('pdf', pa.list_(pa.float32(), 180))])\n"
         "with T.TableWriter(sys.argv[1], schema) as w:\n"
         "    for i in range(40):\n"

@@ -176,7 +176,7 @@ def test_default_batch_is_bounded_in_bytes(tmp_path, table_factory):
 
 
 def test_parquet_row_groups_sized_for_streaming(tmp_path, table_factory, monkeypatch):
-    monkeypatch.setattr(T, "ROW_GROUP_BYTES", 20 * 82_000)  # ~20 images per row group
+    monkeypatch.setattr(T.writing, "ROW_GROUP_BYTES", 20 * 82_000)  # ~20 images a row group
     table = table_factory(50)
     with T.TableWriter(tmp_path / "t.parquet", table.schema) as writer:
         for batch in table.to_batches(max_chunksize=7):  # small batches are gathered
