@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -137,13 +138,23 @@ VersionOpt = Annotated[
 _console = None
 
 
+def rich_console(**kwargs: Any):
+    """A rich Console whose closed pipe raises BrokenPipeError, so that the command ends
+    quietly as Unix tools do (rich's own answer is a silent exit status 1)."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return PipeConsole(**kwargs)
+
+
 def console():
     """The stderr rich console (created on first use)."""
     global _console
     if _console is None:
-        from rich.console import Console
-
-        _console = Console(stderr=True, highlight=False)
+        _console = rich_console(stderr=True, highlight=False)
     return _console
 
 
@@ -255,9 +266,126 @@ def _error(message: str, code: int) -> int:
     return code
 
 
-def run(app: typer.Typer, argv: list[str] | None = None) -> int:
-    """Run a command: one line on stderr and exit 1 for a PzError, 2 for a usage error."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any lazy TensorFlow import
+# pydantic's words for a value typer could not convert, and the Unix tools' words for them
+_VALUE_WORDS = (
+    (r"Input should be a valid integer.*", "expected an integer"),
+    (r"Input should be a valid number.*", "expected a number"),
+    (r"Input should be a valid boolean.*", "expected true or false"),
+    (r"Input should be greater than or equal to (\S+)", r"must be >= \1"),
+    (r"Input should be greater than (\S+)", r"must be > \1"),
+    (r"Input should be less than or equal to (\S+)", r"must be <= \1"),
+    (r"Input should be less than (\S+)", r"must be < \1"),
+    (r"Input should be (.*)", r"expected \1"),
+)
+
+
+_NOT_FINITE = ("nan", "inf", "infinity")
+
+
+def _given_value(args: list[str], opts: list[str]) -> tuple[str, str] | None:
+    """The option as typed and its text (`--steps abc`, `--steps=abc`, `-nabc`)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                return opt, args[i + 1]
+            if arg.startswith(opt + "=") or (len(opt) == 2 and arg.startswith(opt) and arg != opt):
+                return opt, arg[len(opt) + (arg[len(opt)] == "=") :]
+    return None
+
+
+def _value_words(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "invalid value"
+    for pattern, words in _VALUE_WORDS:
+        if re.fullmatch(pattern, first):
+            return re.sub(pattern, words, first)
+    return first[:1].lower() + first[1:]
+
+
+def _bad_value(exc: Any, args: list[str]) -> str:
+    """`--steps abc: expected an integer`, with the option as typed and the text it got."""
+    opts = list(getattr(exc.param, "opts", []) or [])
+    name = opts[-1] if opts else str(exc.param.name).upper()
+    given = _given_value(args, opts) if opts else None
+    words = _value_words(exc.message)
+    not_finite = given is not None and given[1].strip().lower().lstrip("+-") in _NOT_FINITE
+    if not_finite and "finite" not in words:
+        words = f"must be a finite number, {words.removeprefix('must be ')}"
+    return f"{' '.join(given) if given else name}: {words}"
+
+
+def _usage_message(exc: Exception, args: list[str]) -> str:
+    """One line for a command-line error the parser found (typer/click's box otherwise)."""
+    from typer._click import exceptions as cx
+
+    see = f"(see {state.prog} --help)"
+    if isinstance(exc, cx.NoSuchOption):
+        near = f"; did you mean {exc.possibilities[0]}?" if exc.possibilities else ""
+        return f"no such option {exc.option_name}{near} ({state.prog} --help lists them)"
+    if isinstance(exc, cx.MissingParameter) and exc.param is not None:
+        if exc.param.param_type_name == "argument":
+            return f"missing argument {str(exc.param.name).upper()} {see}"
+        return f"missing option {'/'.join(exc.param.opts)} {see}"
+    if isinstance(exc, cx.BadParameter) and exc.param is not None:
+        return f"{_bad_value(exc, args)} {see}"
+    message = exc.format_message() if isinstance(exc, cx.ClickException) else str(exc)
+    text = " ".join(message.split()).rstrip(".")
+    extra = re.fullmatch(r"Got unexpected extra argument(?:s|\(s\))? \((.*)\)", text)
+    if extra:
+        return f"unexpected argument {extra.group(1)} {see}"
+    if text.startswith("Option '") and "requires an argument" in text:
+        return f"{text.split(chr(39))[1]} needs a value {see}"
+    return f"{text[:1].lower() + text[1:]} {see}"
+
+
+def _finite(original: Callable | None) -> Callable:
+    """An option callback that refuses NaN/inf for every float option, then runs `original`."""
+    import math
+
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            from typer._click.exceptions import BadParameter
+
+            raise BadParameter("must be a finite number", ctx=ctx, param=param)
+        return original(ctx, param, value) if original is not None else value
+
+    return callback
+
+
+def _guard_params(command: Any) -> None:
+    """Every option of the command (and its subcommands) refuses NaN/inf at parse time."""
+    for param in getattr(command, "params", []):
+        param.callback = _finite(param.callback)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _guard_params(sub)
+
+
+def _option_names(command: Any) -> set[str]:
+    names = {o for p in getattr(command, "params", []) for o in getattr(p, "opts", [])}
+    for sub in (getattr(command, "commands", None) or {}).values():
+        names |= _option_names(sub)
+    return names
+
+
+_MEMORY_HINTS: dict[str, str] = {}
+
+
+def memory_hint(prog: str, hint: str) -> None:
+    """Say what bounds a command's memory, for its out-of-memory line (default: its batch size)."""
+    _MEMORY_HINTS[prog] = hint
+
+
+def _out_of_memory(command: Any) -> str:
+    hint = _MEMORY_HINTS.get(state.prog)
+    if hint is None:
+        batch = sorted(_option_names(command) & {"--batch-size", "--batch-rows"})
+        hint = f"lower {batch[0]}" if batch else "give it a smaller input"
+    return f"out of memory; {hint}"
+
+
+def _wrap_callbacks(app: typer.Typer) -> None:
     for info in app.registered_commands:
         if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
             info.callback = _quiet_broken_pipe(info.callback)
@@ -265,11 +393,28 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
         cb = app.registered_callback.callback
         if not hasattr(cb, "__wrapped__"):
             app.registered_callback.callback = _quiet_broken_pipe(cb)
+
+
+def run(app: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run a command: one line on stderr and exit 1 for a PzError, 2 for a usage error."""
+    from typer._click import exceptions as cx
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any lazy TensorFlow import
+    state.prog = app.info.name or state.prog
+    state.quiet = state.debug = False
+    args = list(sys.argv[1:] if argv is None else argv)
+    _wrap_callbacks(app)
     command = typer.main.get_command(app)
+    _guard_params(command)
     try:
-        command.main(args=argv, prog_name=state.prog, standalone_mode=True)
+        code = command.main(args=args, prog_name=state.prog, standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except cx.UsageError as exc:
+        return _error(_usage_message(exc, args), 2)
+    except cx.ClickException as exc:
+        return _error(" ".join(exc.format_message().split()), exc.exit_code)
     except PzUsageError as exc:
         if state.debug:
             traceback.print_exc()
@@ -280,10 +425,10 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
         return _error(str(exc), 1)
     except BrokenPipeError:
         _end_on_closed_pipe()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         return _error("interrupted", 130)
     except MemoryError:
-        return _error("out of memory; lower --batch-size", 1)
+        return _error(_out_of_memory(command), 1)
     except Exception as exc:  # a bug: still one line unless --debug
         if state.debug:
             traceback.print_exc()
@@ -293,7 +438,7 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
             "for the traceback and report it)",
             1,
         )
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def main_for(app: typer.Typer) -> Callable[[], None]:

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from photoz_tools.cli import checks
+from photoz_tools.cli.checks import bounds
 from photoz_tools.cli.common import (
     DebugOpt,
     FormatOpt,
@@ -126,6 +128,7 @@ def main_command(
             "-j",
             "--workers",
             help="Processes \\[default: all cores; twice that when fetching from the SAS].",
+            callback=bounds(1),
         ),
     ] = None,
     preview: Annotated[
@@ -137,9 +140,14 @@ def main_command(
         ),
     ] = None,
     preview_count: Annotated[
-        int, typer.Option("--preview-count", help="Cutouts in the preview grid.")
+        int,
+        typer.Option(
+            "--preview-count", help="Cutouts in the preview grid.", callback=bounds(1, 10_000)
+        ),
     ] = 16,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per output batch.")] = 1024,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Rows per output batch.", callback=bounds(1))
+    ] = 1024,
     shard: ShardOpt = None,
     scheduler: Annotated[
         str | None,
@@ -198,6 +206,7 @@ def main_command(
             **opts,
         )
         return
+    _check_single(catalog, output, format, preview, ra, dec)
     from photoz_tools.imaging.cutouts import cutout
 
     if no_resume and output not in ("-", ""):
@@ -205,7 +214,7 @@ def main_command(
 
         shutil.rmtree(f"{output}.partial", ignore_errors=True)
     with progress("cutouts", unit="rows") as bar:
-        cutout(
+        summary = cutout(
             catalog,
             output,
             **opts,
@@ -217,8 +226,38 @@ def main_command(
             warn=warn,
             progress=bar,
         )
+    _fail_if_every_fetch_failed(summary, output)
     if preview:
         log(f"preview written to {preview}")
+
+
+def _check_single(
+    catalog: str, output: str, format: str | None, preview: str | None, ra: str, dec: str
+) -> None:
+    """Output name, --format, --preview and the position columns, before any work."""
+    checks.table_output(output, format)
+    checks.output_file(preview, "--preview", (".png",), "preview image")
+    schema = checks.peek_schema(catalog)
+    checks.numeric_column(schema, ra, "--ra", catalog, "degrees")
+    checks.numeric_column(schema, dec, "--dec", catalog, "degrees")
+
+
+def _fail_if_every_fetch_failed(summary: dict | None, output: str) -> None:
+    """A run whose every row lacks its frames is a failure: exit 1, and no output file left."""
+    if not summary or not summary.get("rows"):
+        return
+    if summary.get("flagged", {}).get("fetch_failed", 0) < summary["rows"]:
+        return
+    if output not in ("-", ""):
+        import os
+
+        if os.path.isfile(output):
+            os.unlink(output)
+    fail(
+        f"no frame could be fetched for any of the {summary['rows']} rows "
+        f"({summary.get('frames_failed', 0)} frames failed; see the warnings above): check "
+        "--sas-url, the network or --frames, then rerun"
+    )
 
 
 def _cutout_folder(
@@ -238,6 +277,7 @@ def _cutout_folder(
     from photoz_tools.partitions import check_output_folder, parse_scheduler
 
     check_output_folder(source, output, "cutouts")
+    checks.output_folder(output, "-o", "cutouts folder")
     if preview is not None:
         raise PzUsageError("--preview: only with a single table as the input")
     if format is not None and format.lower() not in ("parquet", "pq"):

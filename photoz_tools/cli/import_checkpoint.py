@@ -61,6 +61,9 @@ def main_command(
 
     if not output:
         raise PzUsageError("-o BUNDLE is required (the bundle folder to write)")
+    from photoz_tools.cli.checks import output_folder
+
+    output_folder(output, "-o", "bundle folder")
     from photoz_tools.model import bundle, tf1_checkpoint
 
     path = tf1_checkpoint.import_checkpoint(checkpoint, output, force=force, log=log)

@@ -6,11 +6,13 @@ Only parsing and reporting live here; the work is ``photoz_tools.mock.survey.moc
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from photoz_tools.cli.checks import bounds, output_folder
 from photoz_tools.cli.common import (
     DebugOpt,
     QuietOpt,
@@ -21,6 +23,7 @@ from photoz_tools.cli.common import (
     log,
     main_for,
     make_app,
+    memory_hint,
     progress,
     state,
 )
@@ -66,6 +69,70 @@ SERVE_EXAMPLES = """\
 """
 
 app = make_app("pz-mock", HELP)
+memory_hint("pz-mock", "render fewer objects: lower -n, --repeat, --neighbours or --stars")
+
+MAX_PER_FIELD = 10_000.0
+_DENSE = "an SDSS field holds a few hundred objects to r = 22"
+# bytes held per catalogue galaxy and per neighbour or star while the survey is drawn (measured
+# with margin: the sky is held whole, one process per worker holds a copy of it)
+_GALAXY_BYTES = 2_000
+_OBJECT_BYTES = 400
+_LISTEN_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, None)
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_memory(
+    n: int | None, photometry: str | None, repeat: int, per_field: float, extra: float
+) -> None:
+    """Refuse, before any work, a survey that cannot fit in memory (it is drawn whole)."""
+    galaxies = n if n is not None else (None if photometry else 1000)
+    if galaxies is None:
+        return
+    galaxies *= repeat
+    fields = galaxies / per_field + 2
+    need = galaxies * _GALAXY_BYTES + fields * extra * _OBJECT_BYTES
+    have = _available_bytes()
+    if have is not None and need > have / 2:
+        raise PzUsageError(
+            f"-n {n} --repeat {repeat}: {galaxies:,} galaxies and {fields * extra:,.0f} "
+            f"neighbours and stars need about {need / 2**30:.1f} GiB of memory, more than half "
+            f"of the {have / 2**30:.1f} GiB available; make the survey in parts (several -o "
+            "folders with other --seed values) or lower -n, --repeat, --neighbours, --stars"
+        )
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"--port {port}: already in use on {host}; pick another, or --port 0 for any free one"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"--port {port}: not allowed for this user (ports below 1024 need root); use --port 0"
+        )
+    return f"--host {host}: cannot listen there ({exc.strerror or exc}); 127.0.0.1 is the default"
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before reading the survey when the port cannot be listened on."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        fail(_listen_error(host, port, exc))
 
 
 @app.callback(invoke_without_command=True, epilog=EXAMPLES)
@@ -89,6 +156,7 @@ def mock_cmd(
             help="Galaxies to render (default: every --photometry row, or 1000 "
             "from the shipped model).",
             show_default=False,
+            callback=bounds(1),
         ),
     ] = None,
     photometry: Annotated[
@@ -105,39 +173,66 @@ def mock_cmd(
         typer.Option(
             "--repeat",
             help="Render each photometry row this many times (new shape, position, E(B-V), noise).",
+            callback=bounds(1),
         ),
     ] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of every random draw.", callback=bounds(0))
+    ] = 0,
     per_field: Annotated[
         float,
         typer.Option(
-            "--per-field", help="Catalogue galaxies per field (the density: SDSS's MGS has ~3)."
+            "--per-field",
+            help="Catalogue galaxies per field (the density: SDSS's MGS has ~3).",
+            callback=bounds(0, MAX_PER_FIELD, low_open=True, why=_DENSE),
         ),
     ] = 200.0,
     neighbours: Annotated[
         float,
         typer.Option(
-            "--neighbours", help="Fainter, uncatalogued galaxies (17.8 < r < 22) per field."
+            "--neighbours",
+            help="Fainter, uncatalogued galaxies (17.8 < r < 22) per field.",
+            callback=bounds(0, MAX_PER_FIELD, why=_DENSE),
         ),
     ] = 60.0,
-    stars: Annotated[float, typer.Option("--stars", help="Stars (14 < r < 22) per field.")] = 30.0,
+    stars: Annotated[
+        float,
+        typer.Option(
+            "--stars",
+            help="Stars (14 < r < 22) per field.",
+            callback=bounds(0, MAX_PER_FIELD, why=_DENSE),
+        ),
+    ] = 30.0,
     deep_fraction: Annotated[
         float,
         typer.Option(
-            "--deep-fraction", help="Share of galaxies in the multi-epoch 'Stripe 82' region."
+            "--deep-fraction",
+            help="Share of galaxies in the multi-epoch 'Stripe 82' region.",
+            callback=bounds(0, 1),
         ),
     ] = 0.0,
     epochs: Annotated[
-        int, typer.Option("--epochs", help="Runs (epochs) covering the deep region.")
+        int,
+        typer.Option(
+            "--epochs", help="Runs (epochs) covering the deep region.", callback=bounds(1, 100)
+        ),
     ] = 4,
     ebv: Annotated[
         float,
-        typer.Option("--ebv", help="Median E(B-V) of the main region (the deep one has 1.5x)."),
+        typer.Option(
+            "--ebv",
+            help="Median E(B-V) of the main region (the deep one has 1.5x).",
+            callback=bounds(0, 5),
+        ),
     ] = 0.03,
     jobs: Annotated[
         int | None,
         typer.Option(
-            "-j", "--jobs", help="Worker processes (default: all cores).", show_default=False
+            "-j",
+            "--jobs",
+            help="Worker processes (default: all cores).",
+            show_default=False,
+            callback=bounds(1),
         ),
     ] = None,
     compress: Annotated[
@@ -160,6 +255,8 @@ def mock_cmd(
         return
     if out is None:
         raise PzUsageError("give the folder to write with -o/--out DIR")
+    output_folder(out, "-o", "survey folder")
+    _check_memory(n, photometry, repeat, per_field, neighbours + stars)
     from photoz_tools.mock.survey import mock
 
     with progress("rendering frames", unit="frames") as bar:
@@ -202,11 +299,15 @@ def mock_cmd(
 @app.command("serve", help=SERVE_HELP, epilog=SERVE_EXAMPLES)
 def serve_cmd(
     folder: Annotated[str, typer.Argument(help="A pz-mock output folder.", show_default=False)],
-    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one).")] = 8765,
+    port: Annotated[
+        int,
+        typer.Option("--port", help="TCP port (0: any free one).", callback=bounds(0, 65535)),
+    ] = 8765,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    _check_port(host, port)
     root = Path(folder)
     manifest = root / "mock.json"
     if not manifest.is_file():
@@ -230,14 +331,21 @@ def serve_cmd(
         if not state.quiet:
             console().print(f"  pz-query --url {standin.url} -o mgs.parquet", highlight=False)
 
-    serve(
-        catalog=read_table(str(catalog)),
-        frames=read_table(str(index)),
-        sas_root=root,
-        host=host,
-        port=port,
-        ready=ready,
-    )
+    try:
+        serve(
+            catalog=read_table(str(catalog)),
+            frames=read_table(str(index)),
+            sas_root=root,
+            host=host,
+            port=port,
+            ready=ready,
+        )
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _LISTEN_ERRORS:
+            raise
+        fail(_listen_error(host, port, exc))
 
 
 main = main_for(app)

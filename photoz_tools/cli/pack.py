@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from photoz_tools.cli import checks
+from photoz_tools.cli.checks import bounds
 from photoz_tools.cli.common import (
     DebugOpt,
     FormatOpt,
@@ -60,7 +62,29 @@ def _number(text: str, option: str) -> float:
         value = float(text)
     except ValueError:
         raise PzUsageError(f"{option} {text}: give a count or a fraction") from None
+    checks.check_number(value, option, 0)
     return value
+
+
+def _test_fold(text: str, folds: int) -> int | None:
+    """--test-fold: a fold number below --folds, or none."""
+    if text.strip().lower() in ("none", "-1", ""):
+        return None
+    try:
+        fold = int(text)
+    except ValueError:
+        raise PzUsageError(
+            f"--test-fold {text}: give a fold number (0..{folds - 1}) or none"
+        ) from None
+    checks.check_number(fold, "--test-fold", 0, folds - 1, why=f"--folds {folds}")
+    return fold
+
+
+def _check_before_work(input: str, output: str, format: str | None) -> None:
+    """The output name, --format and the image column's shape, before anything is read."""
+    checks.table_output(output, format)
+    schema = checks.peek_schema(input)
+    checks.image_column(schema, "image", (64, 64, 5), "", input, "pz-pack")
 
 
 @app.command(help=HELP, epilog=EXAMPLES)
@@ -88,9 +112,16 @@ def pack(
         str | None,
         typer.Option("--id", help="Id column to join on (default: objID, specObjID or id)."),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", "-k", help="Number of folds.")] = 5,
+    folds: Annotated[
+        int, typer.Option("--folds", "-k", help="Number of folds.", callback=bounds(1, 1000))
+    ] = 5,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the fold and split draws and of the row order.")
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed of the fold and split draws and of the row order.",
+            callback=bounds(0),
+        ),
     ] = 0,
     keep_order: Annotated[
         bool,
@@ -161,7 +192,12 @@ def pack(
         ),
     ] = None,
     batch_rows: Annotated[
-        int, typer.Option("--batch-rows", help="Images read per batch (memory ~80 kB each).")
+        int,
+        typer.Option(
+            "--batch-rows",
+            help="Images read per batch (memory ~80 kB each).",
+            callback=bounds(1, 1_000_000),
+        ),
     ] = 512,
     list_labels: Annotated[
         bool,
@@ -190,11 +226,8 @@ def pack(
             print("\t".join(row))
         src.close()
         return
-    tf = (
-        None
-        if test_fold.strip().lower() in ("none", "-1", "")
-        else int(_number(test_fold, "--test-fold"))
-    )
+    _check_before_work(input, output, format)
+    tf = _test_fold(test_fold, folds)
     with progress("packing", unit="rows") as bar:
         summary = pack_dataset(
             input,
@@ -215,6 +248,7 @@ def pack(
             keep_order=keep_order,
             command_line=command_line(),
             log=log,
+            warn=warn,
             advance=bar.advance,
             total=lambda n: bar.update(total=n),
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from photoz_tools.cli import checks
+from photoz_tools.cli.checks import bounds
 from photoz_tools.cli.common import (
     DebugOpt,
     FormatOpt,
@@ -96,7 +98,9 @@ def main_command(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Galaxies per network call.")] = 256,
+    batch_size: Annotated[
+        int, typer.Option(help="Galaxies per network call.", callback=bounds(1, 1_000_000))
+    ] = 256,
     precision: Annotated[
         str,
         typer.Option(help=PRECISION_HELP),
@@ -150,8 +154,14 @@ def main_command(
         from photoz_tools.partitions import check_output_folder, parse_scheduler
 
         check_output_folder(input, output, "predictions")
+        checks.output_folder(output, "-o", "predictions folder")
         scheduler_spec = parse_scheduler(scheduler)
+    else:
+        checks.table_output(output, format)
+    checks.output_file(qp, "--qp", None, "qp file")
     model_path = bundle.resolve(model)  # before reading stdin: fail fast without a bundle
+    if not folder_in:
+        _check_input(input, model_path, image_col, ebv_col)
     from photoz_tools.model import predict as pr
 
     cols = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else None
@@ -200,6 +210,20 @@ def main_command(
         f"predicted {res.rows:,} rows with {res.members} member(s) of {model_path} "
         f"(bundle {res.bundle_hash[:12]}, {precision})"
     )
+
+
+def _check_input(input: str | None, model_path: Any, image_col: str, ebv_col: str) -> None:
+    """The image column's cell shape against the bundle's, and a numeric ebv, before any work."""
+    from photoz_tools.model import bundle
+
+    schema = checks.peek_schema(input)
+    if schema is None:
+        return
+    inputs = bundle.read_manifest(model_path).get("inputs") or bundle.INPUTS
+    shape = tuple((inputs.get("image") or bundle.INPUTS["image"])["shape"])
+    where = f"the model bundle {model_path}"
+    checks.image_column(schema, image_col, shape, "--image-col", input, where)
+    checks.numeric_column(schema, ebv_col, "--ebv-col", input, "E(B-V), mag")
 
 
 def _predict_folder(source: str, output: str, model_path, **options) -> None:

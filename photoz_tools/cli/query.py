@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from photoz_tools.cli import checks
+from photoz_tools.cli.checks import bounds
 from photoz_tools.cli.common import (
     DebugOpt,
     FormatOpt,
@@ -91,7 +93,14 @@ app = make_app("pz-query", HELP)
 
 # --------------------------------------------------------------------------- shared options
 
-ReleaseOpt = Annotated[int, typer.Option("--release", help="SDSS data release (DR number).")]
+ReleaseOpt = Annotated[
+    int,
+    typer.Option(
+        "--release",
+        help="SDSS data release (DR number).",
+        callback=bounds(1, 99, why="a DR number, e.g. 12 or 16"),
+    ),
+]
 UrlOpt = Annotated[
     str | None,
     typer.Option(
@@ -120,15 +129,32 @@ DecMinOpt = Annotated[
 DecMaxOpt = Annotated[
     float | None, typer.Option("--dec-max", help="Box: highest Dec (deg).", show_default=False)
 ]
-PageOpt = Annotated[int, typer.Option("--page-size", help="Rows per request (keyset paging).")]
-RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failed request.")]
+PageOpt = Annotated[
+    int,
+    typer.Option(
+        "--page-size",
+        help="Rows per request (keyset paging).",
+        callback=bounds(1, 500_000, why="SkyServer answers at most 500,000 rows a request"),
+    ),
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option("--retries", help="Retries of a failed request.", callback=bounds(0, 100)),
+]
 BackoffOpt = Annotated[
     float,
     typer.Option(
-        "--backoff", help="Seconds before the first retry; doubled at each retry (max 120 s)."
+        "--backoff",
+        help="Seconds before the first retry; doubled at each retry (max 120 s).",
+        callback=bounds(0),
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout", help="Seconds to wait for an answer.", callback=bounds(0, low_open=True)
+    ),
+]
 SpoolOpt = Annotated[
     str | None,
     typer.Option(
@@ -172,6 +198,21 @@ def _box(
     except ValueError as exc:
         raise PzUsageError(str(exc)) from None
     return None
+
+
+def _check_cuts(z_min: float, z_max: float, r_min: float | None, r_max: float) -> None:
+    """Cuts that select nothing are refused before a query is sent."""
+    if z_min >= z_max:
+        raise PzUsageError(
+            f"--z-min {z_min:g} --z-max {z_max:g}: no redshift is > --z-min and <= --z-max; "
+            "give --z-min below --z-max"
+        )
+    if z_max < 0:
+        raise PzUsageError(f"--z-max {z_max:g}: redshifts of galaxies are > 0")
+    if r_min is not None and r_min > r_max:
+        raise PzUsageError(
+            f"--r-min {r_min:g} --r-max {r_max:g}: no magnitude is >= --r-min and <= --r-max"
+        )
 
 
 def _run_and_write(
@@ -256,7 +297,11 @@ def query_cmd(
     z_max: Annotated[float, typer.Option("--z-max", help="Spectroscopic z <= this.")] = 0.4,
     primtarget_min: Annotated[
         int,
-        typer.Option("--primtarget-min", help="galSpecInfo.primtarget >= this (64: MGS targets)."),
+        typer.Option(
+            "--primtarget-min",
+            help="galSpecInfo.primtarget >= this (64: MGS targets).",
+            callback=bounds(0),
+        ),
     ] = 64,
     where: Annotated[
         list[str] | None,
@@ -275,7 +320,10 @@ def query_cmd(
     limit: Annotated[
         int | None,
         typer.Option(
-            "--limit", help="At most this many rows (lowest specObjIDs).", show_default=False
+            "--limit",
+            help="At most this many rows (lowest specObjIDs).",
+            show_default=False,
+            callback=bounds(1),
         ),
     ] = None,
     page_size: PageOpt = 50_000,
@@ -294,6 +342,9 @@ def query_cmd(
         return
     from photoz_tools.sdss.query import plan_query
 
+    _check_cuts(z_min, z_max, r_min, r_max)
+    if not show_sql:
+        checks.table_output(output, format)
     skybox = _box(box, ra_min, ra_max, dec_min, dec_max)
     text = None
     if sql is not None:
@@ -425,6 +476,8 @@ def frames_cmd(
 ) -> None:
     from photoz_tools.sdss.query import plan_frames, unique_frames
 
+    if not show_sql:
+        checks.table_output(output, format)
     skybox = _box(box, ra_min, ra_max, dec_min, dec_max)
     if skybox is not None and catalog is not None:
         raise PzUsageError("give a CATALOG or a sky box, not both")

@@ -5,12 +5,12 @@ Only parsing, reporting and output live here; the work is ``photoz_tools.scoring
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated, Any
 
 import typer
 
+from photoz_tools.cli import checks
 from photoz_tools.cli.common import (
     DebugOpt,
     FormatOpt,
@@ -23,10 +23,11 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    rich_console,
     state,
     warn,
 )
-from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.errors import PzUsageError
 
 HELP = (
     "Score photometric redshifts against spectroscopic truth. "
@@ -107,7 +108,6 @@ def _print_table(
     rows: list[dict[str, Any]], title: str, to_stderr: bool, by: str | None, group: str | None
 ) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     stream = sys.stderr if to_stderr else sys.stdout
@@ -138,8 +138,8 @@ def _print_table(
         )
     # never drop or elide a column: a narrow terminal wraps the lines instead
     need = sum(c.min_width or 0 for c in table.columns) + 3 * len(keys) + 4
-    width = max(need, Console(file=stream).width) if tty else max(need, 100)
-    console = Console(
+    width = max(need, rich_console(file=stream).width) if tty else max(need, 100)
+    console = rich_console(
         file=stream, highlight=False, width=width, no_color=not tty, force_terminal=tty or None
     )
     for r, line in zip(rows, cells, strict=True):
@@ -171,7 +171,6 @@ def _write_json(table: Any, output: str) -> None:
     """A JSON list of records (NaN -> null), atomically."""
     import json
     import math
-    import tempfile
 
     rows = [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -181,16 +180,18 @@ def _write_json(table: Any, output: str) -> None:
     if output == "-":
         sys.stdout.write(text)
         return
-    folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".pz-score-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with checks.atomic_path(output) as tmp, open(tmp, "w") as fh:
+        fh.write(text)
+
+
+def _check_outputs(output: str, format: str | None, plot: str | None) -> None:
+    """-o, --format and --plot, before any work (usage errors, exit 2)."""
+    if not (format is not None and format.lower() == "json"):
+        checks.stdout_format(format)
+        if output == "-":
+            checks.stdout_table(format)
+    checks.output_file(output, "-o", _OUT_EXT, "scores table")
+    checks.output_file(plot, "--plot", (".png", ".pdf", ".svg"), "figure")
 
 
 @app.command(help=HELP, epilog=EXAMPLES)
@@ -315,20 +316,7 @@ def score(
         raise PzUsageError(f"--batch-size {batch_size}: must be >= 1")
     spec = scoring.parse_bins(bins) if bins is not None else None
     drops = scoring.parse_drop_widest(drop_widest) if drop_widest else []
-    if plot:
-        ext = os.path.splitext(plot)[1].lower()
-        if ext not in (".png", ".pdf", ".svg"):
-            raise PzUsageError(f"--plot {plot}: give a .png, .pdf or .svg file name")
-        if not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
-            raise PzError(f"--plot {plot}: folder does not exist")
-    if output and output != "-" and not output.lower().endswith(_OUT_EXT):
-        raise PzUsageError(
-            f"-o {output}: name a .csv, .json, .fits, .parquet (or .ecsv, .vot) file"
-        )
-    if output and output != "-":
-        folder = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(folder):
-            raise PzError(f"-o {output}: folder {folder} does not exist")
+    _check_outputs(output, format, plot)
 
     with progress("scoring", total=None) as bar:
 
@@ -360,19 +348,40 @@ def score(
         "pz_score_eta_threshold": repr(eta_threshold),
     }
     table = scoring.rows_to_table(rows, meta)
-    if output:
-        _write_output(table, output, format)
-        if output != "-":
-            log(f"wrote {len(rows)} row{'s' if len(rows) != 1 else ''} to {output}")
-    if plot:
-        from photoz_tools.plots import score_figure
-
-        score_figure(data, plot, eta_threshold=eta_threshold)
-        log(f"wrote the figure to {plot}")
+    _write_results(table, len(rows), data, output, format, plot, eta_threshold)
     if output == "-" and state.quiet:
         return
     title = f"{data.source}: photo-z vs {truth} (|dz| > {eta_threshold:g} for η)"
     _print_table(rows, title, to_stderr=output == "-", by=by, group=group)
+
+
+def _write_results(
+    table: Any,
+    n_rows: int,
+    data: Any,
+    output: str,
+    format: str | None,
+    plot: str | None,
+    eta_threshold: float,
+) -> None:
+    """The figure is drawn into a temporary file first, so that a failure of either leaves
+    neither the table nor the figure behind."""
+    if not plot:
+        _write_table_output(table, n_rows, output, format)
+        return
+    from photoz_tools.plots import score_figure
+
+    with checks.atomic_path(plot) as tmp:
+        score_figure(data, tmp, eta_threshold=eta_threshold)
+        _write_table_output(table, n_rows, output, format)
+    log(f"wrote the figure to {plot}")
+
+
+def _write_table_output(table: Any, n_rows: int, output: str, format: str | None) -> None:
+    if output:
+        _write_output(table, output, format)
+        if output != "-":
+            log(f"wrote {n_rows} row{'s' if n_rows != 1 else ''} to {output}")
 
 
 main = main_for(app)
