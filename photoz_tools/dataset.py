@@ -13,20 +13,19 @@ Folds are a function of (seed, k, the set of ids kept, their z) only, not of the
 order: rows are put in a canonical order (by id, or by z then id when stratifying) before the
 seeded assignment, so re-running pz-cutout in another order gives the same folds.
 
-``.npz`` files: ``np.load`` ignores ``mmap_mode`` inside a zip and would read the 54 GB cube at
-once, so :class:`NpyMember` parses the ``.npy`` header of a zip member itself and reads rows
-incrementally from the (stored or deflated) member stream.
+``.npz`` files are streamed by :mod:`photoz_tools.npz` (``np.load`` would read the 54 GB cube at
+once). Labels that cannot be right are flagged per row in ``pack_flags`` (BAD_EBV, BAD_Z) and
+dropped or kept by ``--bad`` like bad images, with a count; a dataset without ``z`` is said.
 """
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import math
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,21 +33,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.npz import (  # noqa: F401  (re-exported: dataset.NpzSource, ...)
+    IMAGE_SHAPE,
+    NPZ_DEFAULT_MAP,
+    NpyMember,
+    NpzSource,
+    _ci,
+    parse_label_map,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-IMAGE_SHAPE = (64, 64, 5)
 SPLITS = ("train", "validation", "test")
 
 # pack_flags bits (kept rows only carry them with --bad flag; with --bad drop they are all 0)
 NONFINITE = 1  # a NaN or inf pixel
 CUTOUT_FLAGGED = 2  # pz-cutout's flags column has a bit of --flag-mask set
 MISSING_BAND = 4  # n_frames == 0 in a band, or a band identically zero
+BAD_EBV = 8  # ebv NaN, inf or negative: the network's second input cannot be right
+BAD_Z = 16  # z missing (NaN) or outside [Z_TRUTH_MIN, Z_TRUTH_MAX]: no truth to train on
 FLAG_NAMES = {
     NONFINITE: "NaN/inf pixels",
     CUTOUT_FLAGGED: "flagged by pz-cutout",
     MISSING_BAND: "missing band",
+    BAD_EBV: "NaN/inf or negative ebv",
+    BAD_Z: "missing or impossible z",
 }
 
 # The paper's Main Galaxy Sample cut (Appendix A) and the column names it is looked for under.
@@ -57,14 +67,6 @@ MGS_CUT = (
     (("z", "zspec", "z_spec"), "<=", 0.4),
     (("primtarget", "prim_target"), ">=", 64),
 )
-# Renames applied to the authors' npz labels by default (case-insensitive): the design's names.
-NPZ_DEFAULT_MAP = {
-    "ebv": "ebv",
-    "z": "z",
-    "zphot": "zphot_b16",
-    "zphot_err": "zphot_b16_err",
-    "zphoterr": "zphot_b16_err",
-}
 UNITS = {"ra": "deg", "dec": "deg", "ebv": "mag", "dered_petro_r": "mag", "image": "nanomaggy"}
 # pz-cutout's bitmask; never SDSS's photometric `flags`, which pz-cutout passes through
 CUTOUT_FLAG_COLUMNS = ("cutout_flags",)
@@ -102,287 +104,10 @@ class PackSummary:
     folds: int = 5
     output: str = "-"
     shuffle_seed: int | None = None  # rows in a random order drawn with this seed; None: source's
+    notes: list[str] = field(default_factory=list)  # warnings said while packing (no z, ...)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-# --------------------------------------------------------------------------- npz streaming
-
-
-class NpyMember:
-    """One ``.npy`` member of a zip, read row by row without loading it.
-
-    ``zipfile`` hands out a stream for stored and deflated members alike; the header is parsed
-    with ``numpy.lib.format`` and then ``read(k)`` returns the next k rows as an array.
-    """
-
-    def __init__(self, zf: zipfile.ZipFile, member: str, where: str) -> None:
-        from numpy.lib import format as npformat
-
-        self.name = member[:-4] if member.endswith(".npy") else member
-        self.where = where
-        self._fp = zf.open(member)
-        try:
-            version = npformat.read_magic(self._fp)
-            if version == (1, 0):
-                shape, fortran, dtype = npformat.read_array_header_1_0(self._fp)
-            elif version == (2, 0):
-                shape, fortran, dtype = npformat.read_array_header_2_0(self._fp)
-            else:  # 3.0: a utf-8 header, otherwise as 2.0
-                hlen = int.from_bytes(self._fp.read(4), "little")
-                header = ast.literal_eval(self._fp.read(hlen).decode("utf-8"))
-                shape, fortran = header["shape"], header["fortran_order"]
-                dtype = npformat.descr_to_dtype(header["descr"])
-        except (ValueError, SyntaxError, KeyError) as exc:
-            raise PzError(f"{where}: member {member} is not a readable .npy array ({exc})") from exc
-        self.shape: tuple[int, ...] = tuple(shape)
-        self.dtype: np.dtype = dtype
-        self.fortran = bool(fortran)
-        self.rows = self.shape[0] if self.shape else 0
-        self.row_shape = self.shape[1:]
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
-        self._done = 0
-
-    def read(self, k: int) -> np.ndarray:
-        """The next ``k`` rows (fewer at the end) as a native-byte-order array."""
-        if self.dtype.hasobject:
-            raise PzError(
-                f"{self.where}: {self.name} holds Python objects (pickled); pz-pack "
-                "does not unpickle downloaded files: re-save it as plain arrays"
-            )
-        if self.fortran and len(self.shape) > 1:
-            raise PzError(
-                f"{self.where}: {self.name} is stored in Fortran order, so its rows "
-                "cannot be streamed: re-save it with np.ascontiguousarray"
-            )
-        k = max(0, min(k, self.rows - self._done))
-        want = k * self.row_bytes
-        data = self._fp.read(want)
-        if len(data) < want:  # a stream may answer short: keep reading
-            parts = [data]
-            got = len(data)
-            while got < want:
-                more = self._fp.read(want - got)
-                if not more:
-                    raise PzError(
-                        f"{self.where}: {self.name} is truncated after "
-                        f"{self._done + got // max(self.row_bytes, 1)} of {self.rows} "
-                        "rows (incomplete download?)"
-                    )
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-        self._done += k
-        arr = np.frombuffer(
-            data, dtype=self.dtype, count=k * max(1, int(np.prod(self.row_shape, dtype=np.int64)))
-        ).reshape((k, *self.row_shape))
-        return _native(arr)
-
-    def iter_chunks(self, rows: int) -> Iterator[np.ndarray]:
-        while self._done < self.rows:
-            yield self.read(rows)
-
-    def close(self) -> None:
-        self._fp.close()
-
-
-def _native(arr: np.ndarray) -> np.ndarray:
-    """Arrow wants native byte order (the npz may be big-endian)."""
-    if arr.dtype.names:
-        if any(not arr.dtype[n].isnative for n in arr.dtype.names):
-            return arr.astype(arr.dtype.newbyteorder("="))
-        return arr
-    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
-
-
-def _members(zf: zipfile.ZipFile) -> list[str]:
-    return [n for n in zf.namelist() if n.endswith(".npy")]
-
-
-def _ci(names: Sequence[str], *wanted: str) -> str | None:
-    """The first of `wanted` present in `names`, case-insensitively (the name as stored)."""
-    lower = {n.lower(): n for n in names}
-    for w in wanted:
-        if w.lower() in lower:
-            return lower[w.lower()]
-    return None
-
-
-def parse_label_map(items: Sequence[str] | None) -> dict[str, str]:
-    """``["EBV=ebv,zphot=zphot_b16", "x="]`` -> {"EBV": "ebv", ...}; an empty NEW drops OLD."""
-    out: dict[str, str] = {}
-    for item in items or ():
-        for pair in item.split(","):
-            pair = pair.strip()
-            if not pair:
-                continue
-            if "=" not in pair:
-                raise PzUsageError(f"--label-map: {pair!r} is not OLD=NEW")
-            old, new = (s.strip() for s in pair.split("=", 1))
-            if not old:
-                raise PzUsageError(f"--label-map: {pair!r} has no OLD name")
-            out[old] = new
-    return out
-
-
-class NpzSource:
-    """The authors' ``sdss.npz`` (``cube`` + ``labels`` record array) or the example format
-    (``data`` + ``z`` + ``ebv`` + any other per-galaxy arrays), read as a stream of batches."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        label_map: dict[str, str] | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> None:
-        self.path = str(path)
-        self.where = self.path
-        try:
-            self._zf = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise PzError(f"{self.path}: not a readable .npz file ({exc})") from exc
-        members = _members(self._zf)
-        heads = {m: NpyMember(self._zf, m, self.where) for m in members}
-        try:
-            self._layout(heads, label_map or {}, log or (lambda s: None))
-        finally:
-            for h in heads.values():
-                h.close()
-
-    def _layout(
-        self, heads: dict[str, NpyMember], label_map: dict[str, str], log: Callable[[str], None]
-    ) -> None:
-        cube = None
-        for key in ("cube.npy", "data.npy"):
-            if key in heads:
-                cube = key
-                break
-        if cube is None:  # any 4-d member of 64x64x5 images
-            cube = next((m for m, h in heads.items() if len(h.shape) == 4), None)
-        if cube is None:
-            raise PzError(
-                f"{self.where}: no image cube (members: "
-                f"{', '.join(m[:-4] for m in heads) or 'none'}); expected 'cube' "
-                "(the authors' sdss.npz) or 'data' (their example file)"
-            )
-        h = heads[cube]
-        if h.row_shape == IMAGE_SHAPE:
-            self.channels_first = False
-        elif h.row_shape == (IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]):
-            self.channels_first = True
-            log(f"{self.where}: {h.name} is (N, 5, 64, 64): transposing to (N, 64, 64, 5)")
-        else:
-            raise PzError(
-                f"{self.where}: {h.name} has shape {h.shape}; pz-pack needs "
-                "(N, 64, 64, 5) ugriz cutouts"
-            )
-        if h.dtype.kind != "f":
-            raise PzError(f"{self.where}: {h.name} has dtype {h.dtype}; images must be floats")
-        self.cube = cube
-        self.rows = h.rows
-        # per-galaxy columns: fields of structured members, and plain (N,) / (N, k) members
-        self.columns: list[tuple[str, str, str | None]] = []  # (output name, member, field)
-        skipped = []
-        for m, hm in heads.items():
-            if m == cube:
-                continue
-            if hm.rows != self.rows or not hm.shape:
-                skipped.append(f"{hm.name}{list(hm.shape)}")
-                continue
-            if hm.dtype.names:
-                for f in hm.dtype.names:
-                    self.columns.append((f, m, f))
-            else:
-                self.columns.append((hm.name, m, None))
-        if skipped:
-            log(f"{self.where}: skipped members not of {self.rows} rows: {', '.join(skipped)}")
-        kinds = {m: (hm.dtype, hm.row_shape) for m, hm in heads.items()}
-        # names: default renames (case-insensitive), then the user's map (exact, then ci)
-        renamed: list[tuple[str, str, str | None]] = []
-        self.labels_info: list[tuple[str, str, str]] = []  # (label, dtype and shape, output)
-        used, changes = set(), []
-        for name, m, f in self.columns:
-            new = NPZ_DEFAULT_MAP.get(name.lower(), name)
-            hit = name if name in label_map else _ci(list(label_map), name)
-            if hit is not None:
-                new = label_map[hit]
-                used.add(hit)
-            if new:
-                renamed.append((new, m, f))
-            if new != name:
-                changes.append(f"{name}->{new or '(dropped)'}")
-            dt, shape = kinds[m]
-            if f is not None:
-                dt, shape = dt[f].base, dt[f].shape
-            self.labels_info.append((name, f"{dt}{list(shape) if shape else ''}", new or "-"))
-        unknown = set(label_map) - used
-        if unknown:
-            raise PzUsageError(
-                f"--label-map: no label {', '.join(sorted(unknown))} in "
-                f"{self.where} (labels: {', '.join(n for n, _, _ in self.columns)})"
-            )
-        self.columns = renamed
-        names = [n for n, _, _ in self.columns]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise PzUsageError(
-                f"{self.where}: two labels named {', '.join(sorted(dup))} after "
-                "renaming; fix with --label-map OLD=NEW"
-            )
-        if changes:
-            log(f"{self.where}: renamed labels {', '.join(changes)} (--label-map to change)")
-
-    @property
-    def column_names(self) -> list[str]:
-        return [n for n, _, _ in self.columns]
-
-    def _open(self, member: str) -> NpyMember:
-        return NpyMember(self._zf, member, self.where)
-
-    def iter_columns(
-        self, names: Sequence[str], batch_rows: int
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """Only the named label columns, chunk by chunk (pass 1: ids, z, cut columns)."""
-        wanted = [(n, m, f) for n, m, f in self.columns if n in names]
-        members = sorted({m for _, m, _ in wanted})
-        streams = {m: self._open(m) for m in members}
-        try:
-            for _ in range(0, self.rows, batch_rows):
-                chunks = {m: s.read(batch_rows) for m, s in streams.items()}
-                yield {n: _column(chunks[m], f) for n, m, f in wanted}
-        finally:
-            for s in streams.values():
-                s.close()
-
-    def iter_batches(self, batch_rows: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(images (k, 64, 64, 5) float32, {column: (k, ...) array}) for consecutive rows."""
-        members = sorted({m for _, m, _ in self.columns})
-        cube = self._open(self.cube)
-        streams = {m: self._open(m) for m in members}
-        try:
-            for _ in range(0, self.rows, batch_rows):
-                img = cube.read(batch_rows)
-                if self.channels_first:
-                    img = np.ascontiguousarray(img.transpose(0, 2, 3, 1))
-                if img.dtype != np.float32:
-                    img = img.astype(np.float32)
-                chunks = {m: s.read(batch_rows) for m, s in streams.items()}
-                yield img, {n: _column(chunks[m], f) for n, m, f in self.columns}
-        finally:
-            cube.close()
-            for s in streams.values():
-                s.close()
-
-    def close(self) -> None:
-        self._zf.close()
-
-
-def _column(chunk: np.ndarray, fieldname: str | None) -> np.ndarray:
-    col = chunk if fieldname is None else chunk[fieldname]
-    if col.ndim == 2 and col.shape[1] == 1:  # the example file's z and ebv are (N, 1)
-        col = col[:, 0]
-    return np.ascontiguousarray(col)
 
 
 # --------------------------------------------------------------------------- folds and splits
@@ -498,7 +223,7 @@ def check_unique(ids: np.ndarray, where: str) -> None:
     dup = s[1:][s[1:] == s[:-1]]
     if len(dup):
         raise PzError(
-            f"{where}: id {dup[0]!r} appears more than once ({len(np.unique(dup))} "
+            f"{where}: id {dup[0].item()!r} appears more than once ({len(np.unique(dup))} "
             "ids repeat); deduplicate the table or choose another --id"
         )
 
@@ -582,6 +307,9 @@ class _TableSource:
             [id_field] + cat_fields + [f for f in cut_fields if f.name != self.id]
         )
         self.image_field = schema.field(self.image)
+        shape = getattr(self.image_field.type, "shape", None)  # a tensor column says it
+        if shape is not None and tuple(shape) != IMAGE_SHAPE:
+            raise PzError(_image_shape_message(self.where, self.image, tuple(shape)))
         self.label_map = label_map
 
     def prepass(self) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -598,7 +326,15 @@ class _TableSource:
                 nf.append(tables.column_array(b, self.n_frames))
         ids_a = np.concatenate(ids) if ids else np.empty(0, np.int64)
         pre = np.zeros(len(ids_a), dtype=np.int16)
-        self.flag_values = np.concatenate(flags).astype(np.int64) if flags else None
+        self.flag_values = None
+        if flags:
+            values = np.concatenate(flags)
+            if values.dtype.kind not in "iub":
+                raise PzError(
+                    f"{self.where}: column '{self.flags}' holds {values.dtype} values; "
+                    "pz-cutout's flags are integer bitmasks"
+                )
+            self.flag_values = values.astype(np.int64)
         if nf:
             pre[(np.concatenate(nf).reshape(len(ids_a), -1) <= 0).any(axis=1)] |= MISSING_BAND
         check_unique(ids_a, f"{self.where}: column {self.id}")
@@ -642,7 +378,7 @@ class _TableSource:
         start = 0
         for b in self.reader.iter_batches(self.batch_rows, columns=cols):
             n = b.num_rows
-            img = tables.column_array(b, self.image)
+            img = _as_images(tables.column_array(b, self.image), self.where, self.image)
             base = start
 
             def take(local: np.ndarray, b=b, base=base) -> list:
@@ -665,6 +401,24 @@ class _TableSource:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _image_shape_message(where: str, column: str, shape: tuple[int, ...]) -> str:
+    return (
+        f"{where}: column '{column}' holds images of shape {shape}; pz-pack needs "
+        f"{IMAGE_SHAPE} ugriz cutouts (pz-cutout's output)"
+    )
+
+
+def _as_images(img: np.ndarray, where: str, column: str) -> np.ndarray:
+    """A batch of images as float32 (n, 64, 64, 5); other numbers are cast, shapes refused."""
+    if img.shape[1:] != IMAGE_SHAPE:
+        raise PzError(_image_shape_message(where, column, img.shape[1:]))
+    if img.dtype == np.float32:
+        return img
+    if img.dtype.kind not in "fiu":
+        raise PzError(f"{where}: column '{column}' holds {img.dtype} values; images are numbers")
+    return img.astype(np.float32)
 
 
 def _arrow(array: np.ndarray) -> pa.Array:
@@ -716,6 +470,418 @@ def _rename(
 # --------------------------------------------------------------------------- the pack function
 
 
+def _check_options(
+    folds: int, test_fold: int | None, validation: float, bad: str, batch_rows: int
+) -> None:
+    """Refuse option values that cannot be right, before anything is read."""
+    if folds < 1 or (test_fold is not None and folds < 2):
+        raise PzUsageError(f"--folds {folds}: need at least 2 folds to hold one out as test")
+    if test_fold is not None and not 0 <= test_fold < folds:
+        raise PzUsageError(f"--test-fold {test_fold}: folds are 0..{folds - 1}")
+    if not validation >= 0:  # also NaN
+        raise PzUsageError(f"--validation {validation:g}: must be >= 0")
+    if bad not in ("drop", "flag"):
+        raise PzUsageError(f"--bad {bad}: choose drop or flag")
+    if batch_rows < 1:
+        raise PzUsageError("--batch-rows must be >= 1")
+
+
+def _is_npz(src_name: str) -> bool:
+    """A .npz by name, or a zip that is not a table (a renamed download)."""
+    return src_name != "-" and (
+        src_name.lower().endswith(".npz")
+        or (
+            Path(src_name).is_file()
+            and zipfile.is_zipfile(src_name)
+            and not src_name.lower().endswith((".parquet", ".pq", ".fits", ".fit"))
+        )
+    )
+
+
+@dataclass
+class _Pass1:
+    """What the first pass learns: ids, labels for the cut, folds and checks, per-row flags."""
+
+    ids: np.ndarray
+    labels: dict[str, np.ndarray]
+    keep: np.ndarray
+    pre: np.ndarray
+    id_name: str | None
+    where: dict[str, str]  # label -> the file it came from (for messages)
+    cat_row: np.ndarray | None = None  # catalogue row of each source row (labels joined)
+    cat_name: str | None = None  # the catalogue's name
+
+    def row_of(self, name: str, i: int) -> int:
+        """The row number of label `name` for source row `i`, in the file it came from."""
+        if self.cat_row is not None and self.where.get(name) == self.cat_name:
+            return int(self.cat_row[i])
+        return i
+
+
+def _npz_prepass(
+    npz: NpzSource, src_name: str, id_column: str | None, log: Callable[[str], None]
+) -> _Pass1:
+    """Ids and the labels the cut, the folds and the checks need, without the cube."""
+    from photoz_tools import tables
+
+    id_name = tables.find_id_column(npz.column_names, id_column)
+    if id_column and id_name is None:
+        raise PzUsageError(
+            f"--id {id_column}: no such label in {src_name} (labels: {', '.join(npz.column_names)})"
+        )
+    wanted = [n for names, _, _ in MGS_CUT for n in names] + ["ebv"]
+    need = [c for c in npz.column_names if c == id_name or _ci([c], *wanted) is not None]
+    acc: dict[str, list[np.ndarray]] = {c: [] for c in need}
+    for chunk in npz.iter_columns(need, 65536):
+        for c, v in chunk.items():
+            acc[c].append(v)
+    labels = {c: np.concatenate(v) if v else np.empty(0) for c, v in acc.items()}
+    n = npz.rows
+    ids = labels.pop(id_name) if id_name else np.arange(n, dtype=np.int64)
+    if id_name is None:
+        log(f"{src_name}: no id label: numbering rows in a new column 'id' from 0")
+    elif ids.dtype.kind == "f" and len(np.unique(ids)) < n:
+        # SDSS ids (~1e18) stored as floats lose precision: nothing is joined here, so say
+        # so and go on (ties in the fold order then follow the file's order)
+        log(
+            f"{src_name}: warning: label {id_name} is {ids.dtype} and repeats values (ids "
+            "lost precision as floats); it is passed through, not used to join"
+        )
+    else:
+        check_unique(ids, f"{src_name}: label {id_name}")
+    keep = np.ones(n, dtype=bool)
+    pre = np.zeros(n, dtype=np.int16)
+    return _Pass1(ids, labels, keep, pre, id_name, dict.fromkeys(labels, src_name))
+
+
+def _table_prepass(tsrc: _TableSource, summary: PackSummary, flag_mask: int) -> _Pass1:
+    """Ids, the join with the catalogue and the labels; counts of rows joined or not."""
+    ids, labels, cat_index, pre = tsrc.prepass()
+    keep = cat_index >= 0
+    if tsrc.cat is not None:
+        summary.catalog_rows = tsrc.cat.num_rows
+        summary.no_catalog = int((~keep).sum())
+        summary.no_cutout = int(tsrc.cat.num_rows - keep.sum())
+    if tsrc.flag_values is not None:
+        pre[(tsrc.flag_values & flag_mask) != 0] |= CUTOUT_FLAGGED
+    cat_names = set(tsrc.cat.column_names) if tsrc.cat is not None else set()
+    where = {c: (tsrc.cat_where if c in cat_names else tsrc.where) for c in labels}
+    # a z or ebv column that is not numeric never reaches `labels`: refuse it by name
+    for f in tsrc.fields:
+        if f.name.lower() in ("z", "ebv") and not _is_numeric(f.type):
+            origin = tsrc.cat_where if f.name in cat_names else tsrc.where
+            raise PzError(
+                f"{origin}: column '{f.name}' holds {f.type} values; "
+                f"{'redshifts' if f.name.lower() == 'z' else 'E(B-V)'} must be numbers"
+            )
+    if tsrc.cat is None:
+        return _Pass1(ids, labels, keep, pre, tsrc.id, where)
+    return _Pass1(ids, labels, keep, pre, tsrc.id, where, cat_index, tsrc.cat_where)
+
+
+def _label_flags(p1: _Pass1, source: str, has_catalog: bool, warn: Callable[[str], None]) -> None:
+    """Flag rows whose z or ebv cannot be right (BAD_Z, BAD_EBV); say when there is no z.
+
+    A z column most of whose values are not redshifts is the wrong column: refused by name.
+    """
+    from photoz_tools.metrics import Z_TRUTH_MAX, Z_TRUTH_MIN, impossible_redshift
+
+    z_name = _ci(list(p1.labels), "z")
+    if z_name is None:
+        hint = (
+            "the catalogue has no column z: name it with --label-map OLD=z"
+            if has_catalog
+            else "join a catalogue with --catalog, or rename a label with --label-map OLD=z"
+        )
+        warn(f"{source}: no column 'z': the dataset carries no truth for pz-train ({hint})")
+    else:
+        z = _numeric_label(p1, z_name, "redshifts")
+        odd = impossible_redshift(z)
+        # judged on the rows joined (others carry a placeholder value)
+        n_odd, n_finite = int((odd & p1.keep).sum()), int((np.isfinite(z) & p1.keep).sum())
+        if n_odd and 2 * n_odd > n_finite:
+            r = int(np.argmax(odd & p1.keep))
+            row = p1.row_of(z_name, r)
+            raise PzError(
+                f"{p1.where[z_name]}: column '{z_name}' does not hold redshifts: "
+                f"{n_odd} of {n_finite} values lie outside "
+                f"[{Z_TRUTH_MIN:g}, {Z_TRUTH_MAX:g}] (row {row}: {z[r]:g}); "
+                "name the redshift column with --label-map OLD=z"
+            )
+        p1.pre[~np.isfinite(z) | odd] |= BAD_Z
+    ebv_name = _ci(list(p1.labels), "ebv")
+    if ebv_name is not None:
+        ebv = _numeric_label(p1, ebv_name, "E(B-V)")
+        with np.errstate(invalid="ignore"):
+            p1.pre[~(np.isfinite(ebv) & (ebv >= 0))] |= BAD_EBV
+
+
+def _numeric_label(p1: _Pass1, name: str, what: str) -> np.ndarray:
+    values = np.asarray(p1.labels[name])
+    if values.ndim != 1 or values.dtype.kind not in "fiub":
+        raise PzError(
+            f"{p1.where[name]}: column '{name}' holds {values.dtype} values of shape "
+            f"{values.shape[1:]}; {what} must be one number per row"
+        )
+    return values.astype(np.float64)
+
+
+def _select(
+    p1: _Pass1,
+    summary: PackSummary,
+    src_name: str,
+    *,
+    mgs_cut: bool,
+    bad: str,
+    stratify: bool | None,
+    folds: int,
+    seed: int,
+    test_fold: int | None,
+    validation: float,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The MGS cut, rows dropped for flags known before the images, then folds and splits.
+
+    Returns (fold, split, stratified) per source row; -1 for rows not kept.
+    """
+    n = len(p1.ids)
+    keep = p1.keep
+    if mgs_cut:
+        cut = mgs_mask(p1.labels, n, log)
+        summary.cut = int((keep & ~cut).sum())
+        keep &= cut
+    if bad == "drop":
+        for bit, why in FLAG_NAMES.items():
+            if bit != NONFINITE:
+                summary.bad[why] = int((keep & ((p1.pre & bit) != 0)).sum())
+        keep &= p1.pre == 0
+    z_name = _ci(list(p1.labels), "z")
+    if stratify is None:
+        stratify = z_name is not None
+    elif stratify and z_name is None:
+        raise PzUsageError("--stratify: no column 'z' to stratify on (--label-map OLD=z)")
+    kept = np.flatnonzero(keep)
+    if not len(kept):
+        raise PzError(f"{src_name}: no rows left to pack ({_explain(summary)})")
+    fold = np.full(n, -1, dtype=np.int16)
+    split = np.full(n, -1, dtype=np.int8)
+    zk = np.asarray(p1.labels[z_name], np.float64)[kept] if stratify else None
+    fold[kept] = assign_folds(p1.ids[kept], zk, folds, seed)
+    split[kept] = assign_splits(p1.ids[kept], fold[kept], test_fold, validation, seed)
+    return fold, split, bool(stratify)
+
+
+class _Stream:
+    """Pass 2: the kept rows batch by batch as Arrow record batches, images checked on the way.
+
+    It counts rows per split and fold and bad images per reason as it goes.
+    """
+
+    def __init__(
+        self,
+        p1: _Pass1,
+        fold: np.ndarray,
+        split: np.ndarray,
+        *,
+        npz: NpzSource | None,
+        tsrc: _TableSource | None,
+        bad: str,
+        folds: int,
+        batch_rows: int,
+        summary: PackSummary,
+        advance: Callable[[int], None],
+    ) -> None:
+        import pyarrow as pa
+
+        self.p1, self.fold, self.split = p1, fold, split
+        self.npz, self.tsrc, self.bad = npz, tsrc, bad
+        self.batch_rows, self.summary, self.advance = batch_rows, summary, advance
+        self.counts = np.zeros((3, folds), dtype=np.int64)
+        self.bad_counts = dict.fromkeys(FLAG_NAMES.values(), 0)
+        if bad == "drop":
+            self.bad_counts.update(summary.bad)
+        self.schema: pa.Schema | None = None
+        self.split_names = pa.array(list(SPLITS))
+        self.tail_fields = [
+            pa.field("fold", pa.int16()),
+            pa.field("split", pa.string()),
+            pa.field("pack_flags", pa.int16()),
+            pa.field(
+                "image",
+                pa.fixed_shape_tensor(pa.float32(), IMAGE_SHAPE),
+                metadata={"unit": "nanomaggy"},
+            ),
+        ]
+
+    def _npz_arrays(
+        self, cols: dict[str, np.ndarray], local: np.ndarray, g: np.ndarray
+    ) -> tuple[list[pa.Field], list[pa.Array]]:
+        """Columns of an npz batch, the id first as in every table of the toolkit."""
+        import pyarrow as pa
+
+        id_name = self.p1.id_name
+        names = list(cols)
+        arrays = [_arrow(np.ascontiguousarray(cols[c][local])) for c in names]
+        if id_name is None:
+            names, arrays = ["id", *names], [pa.array(g.astype(np.int64)), *arrays]
+        else:
+            i = names.index(id_name)
+            names = [names[i], *names[:i], *names[i + 1 :]]
+            arrays = [arrays[i], *arrays[:i], *arrays[i + 1 :]]
+        fields = [
+            pa.field(c, a.type, metadata={"unit": UNITS[c]} if c in UNITS else None)
+            for c, a in zip(names, arrays, strict=True)
+        ]
+        return fields, arrays
+
+    def _image_flags(
+        self, img: np.ndarray, local: np.ndarray, start: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows kept, their images, their pack_flags): bad images dropped or counted."""
+        sel_img = img if len(local) == len(img) else img[local]  # no copy when all are kept
+        flags = self.p1.pre[start + local] | image_flags(sel_img)
+        if self.bad == "drop":
+            nonfinite = (flags & NONFINITE) != 0
+            self.bad_counts[FLAG_NAMES[NONFINITE]] += int(nonfinite.sum())
+            self.bad_counts[FLAG_NAMES[MISSING_BAND]] += int(
+                (((flags & MISSING_BAND) != 0) & ~nonfinite).sum()
+            )
+            good = flags == 0
+            if not good.all():
+                local, sel_img, flags = local[good], sel_img[good], flags[good]
+        else:
+            for bit, why in FLAG_NAMES.items():
+                self.bad_counts[why] += int(((flags & bit) != 0).sum())
+        return local, sel_img, flags
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """(source row numbers, the rows kept of them) batch by batch, in the source's order."""
+        import pyarrow as pa
+
+        from photoz_tools import tables
+
+        start = 0
+        keep = self.fold >= 0
+        stream = self.npz.iter_batches(self.batch_rows) if self.npz else self.tsrc.iter_batches()
+        for img, cols in stream:
+            k = len(img)
+            local = np.flatnonzero(keep[start : start + k])
+            local, sel_img, flags = self._image_flags(img, local, start)
+            g = start + local
+            if self.npz is not None:
+                fields, arrays = self._npz_arrays(cols, local, g)
+            else:
+                fields, arrays = self.tsrc.fields, cols(local)
+            fo, sp = self.fold[g], self.split[g]
+            np.add.at(self.counts, (sp.astype(np.int64), fo.astype(np.int64)), 1)
+            arrays += [
+                pa.array(fo),
+                self.split_names.take(pa.array(sp.astype(np.int32))),
+                pa.array(flags.astype(np.int16)),
+                tables.to_arrow(sel_img),
+            ]
+            if self.schema is None:
+                self.schema = pa.schema([*fields, *self.tail_fields])
+            rb = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            self.summary.rows += rb.num_rows
+            self.advance(k)
+            start += k
+            yield g, rb
+
+
+def _metadata(
+    tsrc: _TableSource | None, settings: dict[str, Any], keep_order: bool, seed: int
+) -> dict[str, str]:
+    """The ``pz_pack`` settings, and pz-cutout's metadata (how the cutouts were made)."""
+    meta = {
+        "pz_pack": json.dumps(
+            {
+                **settings,
+                "order": "source" if keep_order else "shuffled",
+                "shuffle_seed": None if keep_order else seed,
+            }
+        )
+    }
+    if tsrc is not None:
+        meta.update({k: v for k, v in tsrc.reader.metadata.items() if k.startswith("pz_cutout")})
+    return meta
+
+
+def _write(
+    stream: _Stream,
+    output: str | Path | None,
+    *,
+    src_name: str,
+    n: int,
+    seed: int,
+    keep_order: bool,
+    buffer_bytes: int | None,
+    format: str | None,
+    metadata: dict[str, str],
+    provenance: dict[str, str],
+) -> None:
+    """Write the stream (shuffled unless keep_order) atomically; a failure leaves nothing."""
+    import pyarrow as pa
+
+    from photoz_tools import tables
+    from photoz_tools.shuffle import ShuffleBufferTooSmall, bucket_shuffle, random_keys
+
+    writer = None
+
+    def write(rb: pa.RecordBatch) -> None:
+        if writer.format == "fits" and not writer.rows_written:
+            # FITS fixes a string column's width from the first rows written: pad them so
+            # that "validation" fits later (FITS drops trailing blanks on read)
+            i = rb.schema.names.index("split")
+            cols = list(rb.columns)
+            cols[i] = pa.array([v.ljust(10) for v in cols[i].to_pylist()], pa.string())
+            rb = pa.RecordBatch.from_arrays(cols, schema=rb.schema)
+        writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
+
+    try:
+        source = iter(stream)
+        first = next(source, None)  # the first batch fixes the schema
+        if first is None:
+            raise PzError(f"{src_name}: no rows to pack")
+        source = itertools.chain([first], source)
+        writer = tables.TableWriter(
+            output, stream.schema, format=format, metadata=metadata, provenance=provenance
+        )
+        if keep_order:
+            for _, rb in source:
+                write(rb)
+        else:
+            keys = random_keys(n, seed)  # over all source rows: dropped rows leave gaps
+            folder = None if writer.dest is None else os.path.dirname(os.path.abspath(writer.dest))
+            try:
+                bucket_shuffle(
+                    ((keys[g], rb) for g, rb in source),
+                    stream.schema,
+                    n,
+                    write,
+                    buffer_bytes=buffer_bytes,
+                    tmpdir=folder,
+                )
+            except ShuffleBufferTooSmall as exc:
+                raise PzUsageError(
+                    f"{BUFFER_ENV}={buffer_bytes / (1 << 20):g}: too small for {src_name}: "
+                    f"{exc} (or give --keep-order)"
+                ) from None
+        summary = stream.summary
+        summary.bad = {w: c for w, c in stream.bad_counts.items() if c}
+        if not summary.rows:
+            raise PzError(
+                f"{src_name}: no rows left to pack ({_explain(summary)}); "
+                "--bad flag keeps rows with bad images"
+            )
+        summary.per_split_fold = {s: stream.counts[i].tolist() for i, s in enumerate(SPLITS)}
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
 def pack(
     source: str | Path = "-",
     output: str | Path | None = "-",
@@ -739,47 +905,31 @@ def pack(
     log: Callable[[str], None] | None = None,
     advance: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PackSummary:
     """Build a dataset from cutouts + catalogue (tables) or from the authors' ``.npz``.
 
     Output columns: the id, the catalogue's (or npz labels') columns, the cutouts' other
     non-image columns, ``fold`` (int16, 0..k-1), ``split`` ("train", "validation", "test"),
-    ``pack_flags`` (int16 bitmask, see NONFINITE, CUTOUT_FLAGGED, MISSING_BAND) and ``image``
-    ((64, 64, 5) float32) last. Returns the counts.
+    ``pack_flags`` (int16 bitmask, see NONFINITE, CUTOUT_FLAGGED, MISSING_BAND, BAD_EBV,
+    BAD_Z) and ``image`` ((64, 64, 5) float32) last. Returns the counts.
 
     Rows are written in a uniform random order drawn from `seed` (the folds and splits do not
     depend on it), through temporary files beside the output when they exceed `buffer_bytes`
     (default ``$PZ_PACK_BUFFER_MB``, 1024 MB); `keep_order` keeps the image source's order.
+    Warnings that are not counts (no z column) go to `warn` (default `log`) and
+    ``PackSummary.notes``.
     """
-    import pyarrow as pa
-
     from photoz_tools import tables
-    from photoz_tools.shuffle import ShuffleBufferTooSmall, bucket_shuffle, random_keys
 
     log = log or (lambda s: None)
     advance = advance or (lambda n: None)
-    if folds < 1 or (test_fold is not None and folds < 2):
-        raise PzUsageError(f"--folds {folds}: need at least 2 folds to hold one out as test")
-    if test_fold is not None and not 0 <= test_fold < folds:
-        raise PzUsageError(f"--test-fold {test_fold}: folds are 0..{folds - 1}")
-    if validation < 0:
-        raise PzUsageError(f"--validation {validation:g}: must be >= 0")
-    if bad not in ("drop", "flag"):
-        raise PzUsageError(f"--bad {bad}: choose drop or flag")
-    if batch_rows < 1:
-        raise PzUsageError("--batch-rows must be >= 1")
+    _check_options(folds, test_fold, validation, bad, batch_rows)
     if not keep_order and buffer_bytes is None:
         buffer_bytes = buffer_bytes_from_env()
     label_map = dict(label_map or {})
     src_name = str(source) if source not in (None, "-") else "-"
-    is_npz = src_name != "-" and (
-        src_name.lower().endswith(".npz")
-        or (
-            Path(src_name).is_file()
-            and zipfile.is_zipfile(src_name)
-            and not src_name.lower().endswith((".parquet", ".pq", ".fits", ".fit"))
-        )
-    )
+    is_npz = _is_npz(src_name)
     summary = PackSummary(
         bad_action=bad,
         folds=folds,
@@ -787,242 +937,90 @@ def pack(
         shuffle_seed=None if keep_order else seed,
     )
 
-    # ---- pass 1: ids, labels for the cut and stratification, joins
-    if is_npz:
-        if catalog is not None:
-            raise PzUsageError("--catalog: a .npz carries its labels; join tables, not npz")
-        npz = NpzSource(src_name, label_map, log)
-        id_name = tables.find_id_column(npz.column_names, id_column)
-        if id_column and id_name is None:
-            raise PzUsageError(
-                f"--id {id_column}: no such label in {src_name} "
-                f"(labels: {', '.join(npz.column_names)})"
-            )
-        need = [
-            c
-            for c in npz.column_names
-            if c == id_name or _ci([c], *(n for names, _, _ in MGS_CUT for n in names)) is not None
-        ]
-        acc: dict[str, list[np.ndarray]] = {c: [] for c in need}
-        for chunk in npz.iter_columns(need, 65536):
-            for c, v in chunk.items():
-                acc[c].append(v)
-        labels = {c: np.concatenate(v) if v else np.empty(0) for c, v in acc.items()}
-        n = npz.rows
-        ids = labels.pop(id_name) if id_name else np.arange(n, dtype=np.int64)
-        if id_name is None:
-            log(f"{src_name}: no id label: numbering rows in a new column 'id' from 0")
-        elif ids.dtype.kind == "f" and len(np.unique(ids)) < n:
-            # SDSS ids (~1e18) stored as floats lose precision: nothing is joined here, so say
-            # so and go on (ties in the fold order then follow the file's order)
-            log(
-                f"{src_name}: warning: label {id_name} is {ids.dtype} and repeats values (ids "
-                "lost precision as floats); it is passed through, not used to join"
-            )
-        else:
-            check_unique(ids, f"{src_name}: label {id_name}")
-        keep = np.ones(n, dtype=bool)
-        pre = np.zeros(n, dtype=np.int16)
-        summary.source_rows = n
-        tsrc = None
-    else:
-        if catalog is not None and str(catalog) == "-" and src_name == "-":
-            raise PzUsageError("only one of INPUT and --catalog can be stdin")
-        tsrc = _TableSource(
-            src_name, None if catalog is None else str(catalog), id_column, label_map, batch_rows
-        )
-        ids, labels, cat_index, pre = tsrc.prepass()
-        n = len(ids)
-        summary.source_rows = n
-        keep = cat_index >= 0
-        if tsrc.cat is not None:
-            summary.catalog_rows = tsrc.cat.num_rows
-            summary.no_catalog = int((~keep).sum())
-            summary.no_cutout = int(tsrc.cat.num_rows - keep.sum())
-        if tsrc.flag_values is not None:
-            pre[(tsrc.flag_values & flag_mask) != 0] |= CUTOUT_FLAGGED
-        id_name = tsrc.id
-    if mgs_cut:
-        cut = mgs_mask(labels, n, log)
-        summary.cut = int((keep & ~cut).sum())
-        keep &= cut
-    if bad == "drop":
-        for bit, why in FLAG_NAMES.items():
-            if bit != NONFINITE:
-                summary.bad[why] = int((keep & ((pre & bit) != 0)).sum())
-        keep &= pre == 0
-    z_name = _ci(list(labels), "z")
-    if stratify is None:
-        stratify = z_name is not None
-    elif stratify and z_name is None:
-        raise PzUsageError("--stratify: no column 'z' to stratify on (--label-map OLD=z)")
-    kept = np.flatnonzero(keep)
-    if not len(kept):
-        raise PzError(f"{src_name}: no rows left to pack ({_explain(summary)})")
-    fold = np.full(n, -1, dtype=np.int16)
-    split = np.full(n, -1, dtype=np.int8)
-    zk = np.asarray(labels[z_name], np.float64)[kept] if stratify else None
-    fold[kept] = assign_folds(ids[kept], zk, folds, seed)
-    split[kept] = assign_splits(ids[kept], fold[kept], test_fold, validation, seed)
-    del labels
+    def say(message: str) -> None:
+        summary.notes.append(message)
+        (warn or log)(message)
 
-    # ---- pass 2: stream images, check them, write
-    if total is not None:
-        total(n)
-    split_names = pa.array(list(SPLITS))
-    image_type = pa.fixed_shape_tensor(pa.float32(), IMAGE_SHAPE)
-    tail_fields = [
-        pa.field("fold", pa.int16()),
-        pa.field("split", pa.string()),
-        pa.field("pack_flags", pa.int16()),
-        pa.field("image", image_type, metadata={"unit": "nanomaggy"}),
-    ]
-    metadata = {
-        "pz_pack": json.dumps(
-            {
-                "folds": folds,
-                "seed": seed,
-                "stratify_z": bool(stratify),
-                "test_fold": test_fold,
-                "validation": validation,
-                "bad": bad,
-                "flag_mask": flag_mask,
-                "mgs_cut": mgs_cut,
-                "order": "source" if keep_order else "shuffled",
-                "shuffle_seed": None if keep_order else seed,
-            }
-        )
-    }
-    if tsrc is not None:  # how the cutouts were made travels with them
-        metadata.update(
-            {k: v for k, v in tsrc.reader.metadata.items() if k.startswith("pz_cutout")}
-        )
-    provenance = tables.provenance_metadata(
-        command_line or "pz-pack", [src_name] + ([str(catalog)] if catalog is not None else [])
-    )
-    counts = np.zeros((3, folds), dtype=np.int64)
-    bad_counts = dict.fromkeys(FLAG_NAMES.values(), 0)
-    if bad == "drop":
-        bad_counts.update(summary.bad)
-    writer = None
-    schema = None
-
-    def npz_arrays(
-        cols: dict[str, np.ndarray], local: np.ndarray, g: np.ndarray
-    ) -> tuple[list[pa.Field], list[pa.Array]]:
-        """Columns of an npz batch, the id first as in every table of the toolkit."""
-        names = list(cols)
-        arrays = [_arrow(np.ascontiguousarray(cols[c][local])) for c in names]
-        if id_name is None:
-            names, arrays = ["id", *names], [pa.array(g.astype(np.int64)), *arrays]
-        else:
-            i = names.index(id_name)
-            names = [names[i], *names[:i], *names[i + 1 :]]
-            arrays = [arrays[i], *arrays[:i], *arrays[i + 1 :]]
-        fields = [
-            pa.field(c, a.type, metadata={"unit": UNITS[c]} if c in UNITS else None)
-            for c, a in zip(names, arrays, strict=True)
-        ]
-        return fields, arrays
-
-    def batches() -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
-        """(source row numbers, the rows kept of them) batch by batch, in the source's order."""
-        nonlocal schema
-        start = 0
-        stream = npz.iter_batches(batch_rows) if is_npz else tsrc.iter_batches()
-        for img, cols in stream:
-            k = len(img)
-            local = np.flatnonzero(keep[start : start + k])
-            sel_img = img if len(local) == k else img[local]  # no copy when all are kept
-            flags = pre[start + local] | image_flags(sel_img)
-            if bad == "drop":
-                nonfinite = (flags & NONFINITE) != 0
-                bad_counts[FLAG_NAMES[NONFINITE]] += int(nonfinite.sum())
-                bad_counts[FLAG_NAMES[MISSING_BAND]] += int(
-                    (((flags & MISSING_BAND) != 0) & ~nonfinite).sum()
-                )
-                good = flags == 0
-                if not good.all():
-                    local, sel_img, flags = local[good], sel_img[good], flags[good]
-            else:
-                for bit, why in FLAG_NAMES.items():
-                    bad_counts[why] += int(((flags & bit) != 0).sum())
-            g = start + local
-            if is_npz:
-                fields, arrays = npz_arrays(cols, local, g)
-            else:
-                fields, arrays = tsrc.fields, cols(local)
-            fo, sp = fold[g], split[g]
-            np.add.at(counts, (sp.astype(np.int64), fo.astype(np.int64)), 1)
-            arrays += [
-                pa.array(fo),
-                split_names.take(pa.array(sp.astype(np.int32))),
-                pa.array(flags.astype(np.int16)),
-                tables.to_arrow(sel_img),
-            ]
-            if schema is None:
-                schema = pa.schema([*fields, *tail_fields])
-            rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            summary.rows += rb.num_rows
-            advance(k)
-            start += k
-            yield g, rb
-
-    def write(rb: pa.RecordBatch) -> None:
-        if writer.format == "fits" and not writer.rows_written:
-            # FITS fixes a string column's width from the first rows written: pad them so
-            # that "validation" fits later (FITS drops trailing blanks on read)
-            i = rb.schema.names.index("split")
-            cols = list(rb.columns)
-            cols[i] = pa.array([v.ljust(10) for v in cols[i].to_pylist()], pa.string())
-            rb = pa.RecordBatch.from_arrays(cols, schema=rb.schema)
-        writer.write(rb)  # it cuts ~64 MB row groups (~800 images): streaming-sized
-
+    if is_npz and catalog is not None:
+        raise PzUsageError("--catalog: a .npz carries its labels; join tables, not npz")
+    if catalog is not None and str(catalog) == "-" and src_name == "-":
+        raise PzUsageError("only one of INPUT and --catalog can be stdin")
+    npz = tsrc = None
     try:
-        source = batches()
-        first = next(source, None)  # the first batch fixes the schema
-        if first is None:
-            raise PzError(f"{src_name}: no rows to pack")
-        source = itertools.chain([first], source)
-        writer = tables.TableWriter(
-            output, schema, format=format, metadata=metadata, provenance=provenance
-        )
-        if keep_order:
-            for _, rb in source:
-                write(rb)
+        # ---- pass 1: ids, labels for the cut, the checks and stratification, joins
+        if is_npz:
+            npz = NpzSource(src_name, label_map, log)
+            p1 = _npz_prepass(npz, src_name, id_column, log)
         else:
-            keys = random_keys(n, seed)  # over all source rows: dropped rows leave gaps
-            folder = None if writer.dest is None else os.path.dirname(os.path.abspath(writer.dest))
-            try:
-                bucket_shuffle(
-                    ((keys[g], rb) for g, rb in source),
-                    schema,
-                    n,
-                    write,
-                    buffer_bytes=buffer_bytes,
-                    tmpdir=folder,
-                )
-            except ShuffleBufferTooSmall as exc:
-                raise PzUsageError(
-                    f"{BUFFER_ENV}={buffer_bytes / (1 << 20):g}: too small for {src_name}: "
-                    f"{exc} (or give --keep-order)"
-                ) from None
-        summary.bad = {w: c for w, c in bad_counts.items() if c}
-        if not summary.rows:
-            raise PzError(
-                f"{src_name}: no rows left to pack ({_explain(summary)}); "
-                "--bad flag keeps rows with bad images"
+            tsrc = _TableSource(
+                src_name,
+                None if catalog is None else str(catalog),
+                id_column,
+                label_map,
+                batch_rows,
             )
-        summary.per_split_fold = {s: counts[i].tolist() for i, s in enumerate(SPLITS)}
-        writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+            p1 = _table_prepass(tsrc, summary, flag_mask)
+        summary.source_rows = n = len(p1.ids)
+        _label_flags(p1, src_name, catalog is not None, say)
+        fold, split, stratified = _select(
+            p1,
+            summary,
+            src_name,
+            mgs_cut=mgs_cut,
+            bad=bad,
+            stratify=stratify,
+            folds=folds,
+            seed=seed,
+            test_fold=test_fold,
+            validation=validation,
+            log=log,
+        )
+        p1.labels = {}  # O(N) columns no longer needed
+
+        # ---- pass 2: stream images, check them, write
+        if total is not None:
+            total(n)
+        settings = {
+            "folds": folds,
+            "seed": seed,
+            "stratify_z": stratified,
+            "test_fold": test_fold,
+            "validation": validation,
+            "bad": bad,
+            "flag_mask": flag_mask,
+            "mgs_cut": mgs_cut,
+        }
+        stream = _Stream(
+            p1,
+            fold,
+            split,
+            npz=npz,
+            tsrc=tsrc,
+            bad=bad,
+            folds=folds,
+            batch_rows=batch_rows,
+            summary=summary,
+            advance=advance,
+        )
+        _write(
+            stream,
+            output,
+            src_name=src_name,
+            n=n,
+            seed=seed,
+            keep_order=keep_order,
+            buffer_bytes=buffer_bytes,
+            format=format,
+            metadata=_metadata(tsrc, settings, keep_order, seed),
+            provenance=tables.provenance_metadata(
+                command_line or "pz-pack",
+                [src_name] + ([str(catalog)] if catalog is not None else []),
+            ),
+        )
     finally:
         if tsrc is not None:
             tsrc.close()
-        if is_npz:
+        if npz is not None:
             npz.close()
     return summary
 

@@ -31,12 +31,28 @@ __all__ = [
     "equal_width_edges",
     "statistics",
     "group_rows",
+    "impossible_redshift",
     "METRIC_NAMES",
+    "Z_TRUTH_MIN",
+    "Z_TRUTH_MAX",
 ]
 
 MAD_SCALE = 1.4826
 # the metric columns statistics() returns, in display order
 METRIC_NAMES = ("N", "bias", "sigma_mad", "eta", "crps", "pit_ks", "pit_cvm", "width68")
+# The range a spectroscopic redshift can take: SDSS spectra of stars and very nearby galaxies
+# give z a little below 0 (peculiar velocities, ~-0.005 at worst), and no object is beyond
+# z ~ 10. Outside it the value is a sentinel (-9999), another column, or a corrupted cell, and
+# scoring it would be wrong (a truth of 1e30 gives a CRPS of 1e28).
+Z_TRUTH_MIN = -0.01
+Z_TRUTH_MAX = 10.0
+
+
+def impossible_redshift(z: Any) -> np.ndarray:
+    """True where a finite redshift lies outside [Z_TRUTH_MIN, Z_TRUTH_MAX] (NaN is not tested)."""
+    za = np.asarray(z, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(za) & ((za < Z_TRUTH_MIN) | (za > Z_TRUTH_MAX))
 
 
 def residuals(zphot: Any, zspec: Any) -> np.ndarray:

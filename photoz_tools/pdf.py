@@ -55,6 +55,7 @@ __all__ = [
     "crps",
     "pit_crps",
     "pit_crps_width",
+    "usable",
     "summarize",
     "pdf_flags",
     "SUMMARY_COLUMNS",
@@ -415,6 +416,26 @@ def _score_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray) -> np.ndarray:
     lo = _quantile_block(p, edges, np.full(m, 0.16), c)
     hi = _quantile_block(p, edges, np.full(m, 0.84), c)
     return np.stack([pit_, crps_, hi - lo], axis=1)
+
+
+def usable(pdf: Any) -> np.ndarray:
+    """True for PDF rows that can be scored: every bin finite and >= 0, and a positive sum.
+
+    A null cell (all NaN), a NaN or negative bin, or an all-zero row has no CDF; scoring it
+    would give NaN (or a wrong) PIT and CRPS, so callers leave such rows out with a count.
+    """
+    a = np.asarray(pdf)
+    if a.ndim == 1:
+        a = a[None, :]
+    ok = np.empty(a.shape[0], dtype=bool)
+    step = max(1, (1 << 22) // max(a.shape[1], 1))
+    for s in range(0, a.shape[0], step):
+        b = a[s : s + step]
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = b.sum(axis=1, dtype=np.float64)
+            ok[s : s + step] = np.isfinite(b).all(axis=1) & (b >= 0).all(axis=1) & (total > 0)
+            ok[s : s + step] &= np.isfinite(total)
+    return ok
 
 
 def pit_crps_width(pdf: Any, bins: Bins, z: Any) -> tuple[Any, Any, Any]:

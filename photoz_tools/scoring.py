@@ -10,21 +10,25 @@ Which PDF belongs to which estimator: ``zphot`` uses the column ``pdf`` (pz-pred
 other estimator ``X`` uses ``X_pdf`` if present. Without a PDF, ``width68`` (or ``X_width68``)
 still serves --drop-widest and the mean width. Bin edges come from the file metadata key
 ``pz_bin_edges``, else the default 180 bins over [0, 0.4].
+
+The reading lives in :mod:`photoz_tools.scoring_read`, the per-row data in
+:mod:`photoz_tools.scoring_data` (which plots draws from); this module turns that data into
+metric rows and the output table.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from photoz_tools import metrics as M
-from photoz_tools import pdf as P
-from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.errors import PzUsageError
+from photoz_tools.scoring_data import Estimator, ScoreData, Warn, count, default_warn
+from photoz_tools.scoring_read import DEDUPE_CHOICES, collect, parse_list
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -34,6 +38,7 @@ __all__ = [
     "collect",
     "metrics_rows",
     "rows_to_table",
+    "table_metadata",
     "parse_bins",
     "parse_list",
     "ScoreData",
@@ -41,57 +46,8 @@ __all__ = [
     "DEDUPE_CHOICES",
 ]
 
-DEDUPE_CHOICES = ("error", "first", "last", "all")
-Warn = Callable[[str], None]
-
-
-def _default_warn(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
-
-
-@dataclass
-class Estimator:
-    """One photo-z estimator's per-row results, aligned with ScoreData.zspec."""
-
-    name: str
-    pdf_column: str | None = None
-    width_column: str | None = None
-    from_pdf: bool = False  # zphot computed from the PDF (no zphot column)
-    zphot: np.ndarray = field(default_factory=lambda: np.empty(0))
-    pit: np.ndarray | None = None
-    crps: np.ndarray | None = None
-    width68: np.ndarray | None = None
-
-    @property
-    def has_pdf(self) -> bool:
-        return self.pit is not None
-
-
-@dataclass
-class ScoreData:
-    """Everything scoring needs, O(N) floats: truth, estimators, --by values, --group labels."""
-
-    source: str
-    truth: str
-    zspec: np.ndarray
-    estimators: list[Estimator]
-    bins: P.Bins
-    by: np.ndarray | None = None
-    by_name: str | None = None
-    group: np.ndarray | None = None
-    group_name: str | None = None
-    notes: list[str] = field(default_factory=list)
-
 
 # --------------------------------------------------------------------------- option parsing
-
-
-def parse_list(text: str | Sequence[str] | None) -> list[str]:
-    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (empty items dropped)."""
-    if text is None:
-        return []
-    items = [text] if isinstance(text, str) else list(text)
-    return [s.strip() for item in items for s in str(item).split(",") if s.strip()]
 
 
 def parse_bins(text: str | int | Sequence[float]) -> int | list[float]:
@@ -136,440 +92,6 @@ def parse_drop_widest(text: str | Sequence[float] | None) -> list[float]:
     return out
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _missing(src: str, what: str, col: str, names: Sequence[str], hint: str) -> PzError:
-    shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
-    return PzError(f"{src}: no {what} column '{col}' (columns: {shown}); {hint}")
-
-
-def _find(names: Sequence[str], col: str) -> str | None:
-    """Exact name, else a unique case-insensitive match."""
-    if col in names:
-        return col
-    low = [n for n in names if n.lower() == col.lower()]
-    return low[0] if len(low) == 1 else None
-
-
-def _float_column(batch: Any, name: str, src: str, option: str) -> np.ndarray:
-    from photoz_tools.tables import column_array
-
-    arr = column_array(batch, name)
-    if arr.ndim != 1 or arr.dtype.kind not in "fiub":
-        raise PzError(
-            f"{src}: column '{name}' ({option}) must hold one number per row, "
-            f"got {arr.dtype} of shape {arr.shape[1:]}"
-        )
-    return arr.astype(np.float64)
-
-
-def _pdf_array(
-    batch: Any, name: str, packing: dict[str, Any] | None = None, src: str = ""
-) -> np.ndarray:
-    """The PDF column as (n, nbins); null cells (flagged predictions) become rows of NaN.
-
-    A packed column (pz-predict --pdf uint8/uint8log; `packing`: its spec from the file's
-    pz_pdf_packing metadata) is restored with photoz_tools.pdf.unpack_pdf from its codes and
-    the spec's max column, so PIT and CRPS see a PDF summing to 1, not codes."""
-    from photoz_tools.tables import column_array
-
-    raw = _pdf_cells(batch, name)
-    if packing is None:
-        if raw.dtype.kind in "iu":
-            raise PzError(
-                f"{src}: column '{name}' holds integer codes but the file's metadata has no "
-                f"'{P.PDF_PACKING_KEY}' entry for it; cannot restore the PDFs"
-            )
-        return raw
-    pmax = column_array(batch, packing["max_column"]).astype(np.float64)
-    return P.unpack_pdf(
-        raw, pmax, packing["packing"], floor=float(packing.get("floor", P.LOG_FLOOR))
-    )
-
-
-def _pdf_cells(batch: Any, name: str) -> np.ndarray:
-    import pyarrow as pa
-
-    from photoz_tools.tables import column_array
-
-    col = batch.column(batch.schema.get_field_index(name))
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if not col.null_count:
-        return column_array(batch, name)
-    storage = col.storage if isinstance(col.type, pa.ExtensionType) else col
-    if not pa.types.is_fixed_size_list(storage.type):
-        return column_array(batch, name)
-    k = storage.type.list_size
-    # .values ignores the parent's offset and keeps the slots of null cells (flatten drops them)
-    values = storage.values.slice(storage.offset * k, len(storage) * k)
-    out = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(storage), k)
-    out[~storage.is_valid().to_numpy(zero_copy_only=False)] = np.nan
-    return out
-
-
-def _bins_from_metadata(meta: dict[str, str], src: str) -> P.Bins:
-    from photoz_tools.tables import BIN_EDGES_KEY
-
-    text = (meta or {}).get(BIN_EDGES_KEY)
-    if not text:
-        return P.Bins.default()
-    try:
-        return P.Bins.from_json(text)
-    except ValueError as exc:
-        raise PzError(f"{src}: bad bin edges in metadata '{BIN_EDGES_KEY}': {exc}") from None
-
-
-def _ids_compatible(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if (a.dtype.kind in "iu") == (b.dtype.kind in "iu"):
-        return a, b
-    return a.astype(str), b.astype(str)
-
-
-def collect(
-    source: Any = "-",
-    *,
-    truth: str = "z",
-    zphot: str | Sequence[str] = "zphot",
-    truth_table: Any = None,
-    id: str | None = None,
-    by: str | None = None,
-    group: str | None = None,
-    dedupe: str = "error",
-    drop_nan: bool = False,
-    batch_rows: int | None = None,
-    warn: Warn | None = None,
-    progress: Callable[..., None] | None = None,
-) -> ScoreData:
-    """Stream the predictions (and join the truth) into the O(N) columns scoring needs.
-
-    `progress(n_rows, total=None)` is called once with the table's row count, then per batch.
-    """
-    from photoz_tools.tables import column_array, find_id_column, open_table
-
-    warn = warn or _default_warn
-    if dedupe not in DEDUPE_CHOICES:
-        raise PzUsageError(f"--dedupe {dedupe!r}: choose one of {', '.join(DEDUPE_CHOICES)}")
-    names_req = parse_list(zphot) or ["zphot"]
-    reader = open_table(source)
-    with reader:
-        src = reader.name
-        names = list(reader.column_names)
-        bins = _bins_from_metadata(reader.metadata, src)
-        if progress:
-            progress(0, total=reader.num_rows)
-
-        # estimators and their PDFs (packed ones restored with the metadata's packing)
-        try:
-            packings = P.read_packing((reader.metadata or {}).get(P.PDF_PACKING_KEY))
-        except ValueError as exc:
-            raise PzError(f"{src}: bad metadata '{P.PDF_PACKING_KEY}': {exc}") from None
-        estimators: list[Estimator] = []
-        for raw in names_req:
-            col = _find(names, raw)
-            pdf_col = _find(names, "pdf") if raw == "zphot" else _find(names, f"{raw}_pdf")
-            width_col = (
-                _find(names, "width68") if raw == "zphot" else _find(names, f"{raw}_width68")
-            )
-            if col is None and pdf_col is None:
-                raise _missing(src, "photo-z", raw, names, "name the estimators with --zphot")
-            estimators.append(
-                Estimator(col or raw, pdf_col, None if pdf_col else width_col, from_pdf=col is None)
-            )
-
-        for e in estimators:
-            spec = packings.get(e.pdf_column or "")
-            if spec and spec["max_column"] not in names:
-                raise _missing(
-                    src, "packed-PDF maximum", spec["max_column"], names, "rerun pz-predict"
-                )
-        # truth: a column here, or a truth table joined by id
-        truth_col = None
-        lookup = None
-        pid = None
-        extra: dict[str, np.ndarray] = {}
-        if truth_table is None:
-            truth_col = _find(names, truth)
-            if truth_col is None:
-                raise _missing(
-                    src,
-                    "truth",
-                    truth,
-                    names,
-                    "name it with --truth, or join a catalogue with --truth-table",
-                )
-        else:
-            pid = find_id_column(names, id)
-            if pid is None:
-                raise PzError(
-                    f"{src}: no id column to join on (looked for "
-                    f"{id or 'objID, specObjID, id'}); name it with --id"
-                )
-            lookup, tsrc, extra = _truth_lookup(
-                truth_table, id, pid, truth, [c for c in (by, group) if c], names
-            )
-        if pid is None and dedupe != "all":
-            pid = find_id_column(names, id)
-            if id is not None and pid is None:
-                raise _missing(src, "id", id, names, "check --id")
-
-        def locate(col: str | None, option: str) -> str | None:
-            if col is None:
-                return None
-            found = _find(names, col)
-            if found is None and col not in extra and col not in ("zspec", truth):
-                raise _missing(
-                    src, f"{option}", col, names, f"name an existing column with {option}"
-                )
-            return found
-
-        by_col = locate(by, "--by")
-        group_col = locate(group, "--group")
-
-        wanted: list[str] = []
-        for c in [
-            truth_col,
-            pid,
-            by_col,
-            group_col,
-            *[e.name for e in estimators if not e.from_pdf],
-            *[e.pdf_column for e in estimators],
-            *[e.width_column for e in estimators],
-            *[packings[e.pdf_column]["max_column"] for e in estimators if e.pdf_column in packings],
-        ]:
-            if c and c not in wanted:
-                wanted.append(c)
-
-        parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("zspec", "id", "by", "group", "matched")
-        }
-        est_parts: list[dict[str, list[np.ndarray]]] = [
-            {"zphot": [], "pit": [], "crps": [], "width68": []} for _ in estimators
-        ]
-        for batch in reader.iter_batches(batch_rows, columns=wanted):
-            n = batch.num_rows
-            if n == 0:
-                continue
-            ids = column_array(batch, pid) if pid else None
-            if ids is not None:
-                parts["id"].append(np.asarray(ids))
-            if lookup is not None:
-                zs, matched, rows = lookup(ids)
-                parts["matched"].append(matched)
-            else:
-                zs = _float_column(batch, truth_col, src, "--truth")
-                rows = None
-            parts["zspec"].append(zs)
-            for col, key in ((by_col, "by"), (group_col, "group")):
-                name = by if key == "by" else group
-                if name is None:
-                    continue
-                if col is not None:
-                    v = column_array(batch, col)
-                elif name in extra:
-                    v = extra[name][np.maximum(rows, 0)]
-                else:  # the truth itself ("zspec" or the --truth name)
-                    v = zs
-                parts[key].append(np.asarray(v))
-            for est, ep in zip(estimators, est_parts, strict=True):
-                if est.pdf_column:
-                    pdf = _pdf_array(batch, est.pdf_column, packings.get(est.pdf_column), src)
-                    if pdf.ndim != 2 or pdf.shape[1] != bins.n:
-                        raise PzError(
-                            f"{src}: column '{est.pdf_column}' has cells of shape "
-                            f"{pdf.shape[1:]} but the bin edges define {bins.n} bins"
-                        )
-                    pit, crps, width = P.pit_crps_width(pdf, bins, zs)
-                    ep["pit"].append(pit.astype(np.float32))
-                    ep["crps"].append(crps.astype(np.float32))
-                    ep["width68"].append(width.astype(np.float32))
-                    zp = P.zphot(pdf, bins) if est.from_pdf else None
-                elif est.width_column:
-                    ep["width68"].append(
-                        _float_column(batch, est.width_column, src, "width68").astype(np.float32)
-                    )
-                    zp = None
-                else:
-                    zp = None
-                if zp is None:
-                    zp = _float_column(batch, est.name, src, "--zphot")
-                ep["zphot"].append(zp)
-            if progress:
-                progress(n)
-
-    def cat(chunks: list[np.ndarray], dtype: Any = None) -> np.ndarray:
-        if not chunks:
-            return np.empty(0, dtype=dtype or np.float64)
-        return np.concatenate(chunks)
-
-    zspec = cat(parts["zspec"])
-    n_rows = zspec.size
-    if n_rows == 0:
-        raise PzError(f"{src}: the table has no rows to score")
-    for est, ep in zip(estimators, est_parts, strict=True):
-        est.zphot = cat(ep["zphot"])
-        if ep["pit"]:
-            est.pit, est.crps = cat(ep["pit"]), cat(ep["crps"])
-        if ep["width68"]:
-            est.width68 = cat(ep["width68"])
-    data = ScoreData(
-        src,
-        truth,
-        zspec,
-        estimators,
-        bins,
-        by=cat(parts["by"]) if by else None,
-        by_name=by,
-        group=cat(parts["group"]) if group else None,
-        group_name=group,
-    )
-    if data.by is not None and data.by.dtype.kind not in "fiub":
-        raise PzError(
-            f"{src}: --by {by}: column holds {data.by.dtype} values; "
-            "--by needs a numeric column (use --group for labels)"
-        )
-
-    keep = np.ones(n_rows, dtype=bool)
-    # duplicate ids (the reference CSV repeats 139 specObjIDs)
-    if pid is not None and dedupe != "all" and parts["id"]:
-        ids = cat(parts["id"])
-        first = _dedupe_keep(ids, dedupe, src, pid)
-        if first is not None:
-            keep &= first
-            warn(
-                f"{src}: {_n((~first).sum(), 'row')} with a repeated {pid} dropped "
-                f"(--dedupe {dedupe})"
-            )
-    if lookup is not None:
-        matched = cat(parts["matched"])
-        unmatched = int((~matched & keep).sum())
-        if unmatched == int(keep.sum()):
-            raise PzError(f"{src}: no {pid} matches a row of {tsrc}; check --id")
-        if unmatched:
-            warn(
-                f"{src}: {_n(unmatched, 'row')} {_has(unmatched)} no {pid} in {tsrc}; "
-                "scored without them"
-            )
-        keep &= matched
-    bad = keep & ~np.isfinite(zspec)
-    if bad.any():
-        if not drop_nan:
-            raise PzError(
-                f"{src}: {_n(bad.sum(), 'row')} {_has(bad.sum())} NaN/inf truth in "
-                f"column '{truth}'; pass --drop-nan to drop them"
-            )
-        warn(f"{src}: {_n(bad.sum(), 'row')} with NaN/inf truth '{truth}' dropped (--drop-nan)")
-        keep &= ~bad
-    if not keep.all():
-        _subset(data, keep)
-    for est in data.estimators:
-        null = int((~np.isfinite(est.zphot)).sum())
-        if null:
-            warn(
-                f"{src}: {_n(null, 'row')} with null {est.name} (flagged predictions) "
-                "excluded from its scores"
-            )
-    return data
-
-
-def _n(count: Any, noun: str) -> str:
-    count = int(count)
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _has(count: Any) -> str:
-    return "has" if int(count) == 1 else "have"
-
-
-def _subset(data: ScoreData, keep: np.ndarray) -> None:
-    data.zspec = data.zspec[keep]
-    if data.by is not None:
-        data.by = data.by[keep]
-    if data.group is not None:
-        data.group = data.group[keep]
-    for est in data.estimators:
-        est.zphot = est.zphot[keep]
-        for attr in ("pit", "crps", "width68"):
-            v = getattr(est, attr)
-            if v is not None:
-                setattr(est, attr, v[keep])
-
-
-def _dedupe_keep(ids: np.ndarray, how: str, src: str, col: str) -> np.ndarray | None:
-    """Mask keeping one row per id (None when ids are unique); error for how='error'."""
-    order = np.argsort(ids, kind="stable")
-    s = ids[order]
-    same = s[1:] == s[:-1]
-    if not same.any():
-        return None
-    ndup = int(np.unique(s[1:][same]).size)
-    if how == "error":
-        example = s[1:][same][0]
-        raise PzError(
-            f"{src}: {ndup} values of {col} occur more than once (e.g. {example}); "
-            "pass --dedupe first (or last) to keep one row of each, or --dedupe all "
-            "to score every row"
-        )
-    keep = np.ones(ids.size, dtype=bool)
-    if how == "first":  # drop every sorted element equal to its predecessor (stable: later rows)
-        keep[order[1:][same]] = False
-    else:  # last: drop every element equal to its successor
-        keep[order[:-1][same]] = False
-    return keep
-
-
-def _truth_lookup(
-    truth_table: Any,
-    id: str | None,
-    pred_id: str,
-    truth: str,
-    extras: list[str],
-    pred_names: list[str],
-):
-    """Read the truth table (id, truth and --by/--group columns the predictions lack)."""
-    from photoz_tools.tables import column_array, find_id_column, open_table
-
-    with open_table(truth_table) as tr:
-        tsrc = tr.name
-        tnames = list(tr.column_names)
-        tid = find_id_column(tnames, id or pred_id)
-        if tid is None:
-            raise PzError(
-                f"{tsrc}: no id column '{id or pred_id}' to join on "
-                f"(columns: {', '.join(tnames[:40])}); name it with --id"
-            )
-        tcol = _find(tnames, truth)
-        if tcol is None:
-            raise _missing(tsrc, "truth", truth, tnames, "name it with --truth")
-        more = [c for c in extras if _find(pred_names, c) is None and _find(tnames, c)]
-        cols = list(dict.fromkeys([tid, tcol, *[_find(tnames, c) for c in more]]))
-        table = tr.read(cols)
-    tids = np.asarray(column_array(table, tid))
-    tz = np.asarray(column_array(table, tcol), dtype=np.float64)
-    extra = {c: np.asarray(column_array(table, _find(tnames, c))) for c in more}
-    order = np.argsort(tids, kind="stable")
-    sorted_ids = tids[order]
-    dup = sorted_ids[1:] == sorted_ids[:-1]
-    if dup.any():
-        raise PzError(
-            f"{tsrc}: {int(np.unique(sorted_ids[1:][dup]).size)} values of {tid} "
-            f"occur more than once (e.g. {sorted_ids[1:][dup][0]}); a truth table "
-            "needs unique ids"
-        )
-
-    def lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b = _ids_compatible(np.asarray(ids), sorted_ids)
-        pos = np.searchsorted(b, a)
-        posc = np.minimum(pos, b.size - 1)
-        matched = (pos < b.size) & (b[posc] == a)
-        rows = np.where(matched, order[posc], -1)
-        zs = np.where(matched, tz[np.maximum(rows, 0)], np.nan)
-        return zs, matched, rows
-
-    return lookup, tsrc, extra
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -585,6 +107,37 @@ def _labels(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     return fmt, inv.reshape(-1)
 
 
+def _by_edges(data: ScoreData, bins: int | Sequence[float] | None, warn: Warn) -> Any:
+    """(--by edges, each row's bin) or (None, None) without --by; rows outside are said."""
+    if data.by is None:
+        return None, None
+    spec = 10 if bins is None else bins
+    edges = (
+        M.equal_width_edges(data.by, spec)
+        if isinstance(spec, int)
+        else np.asarray(spec, dtype=np.float64)
+    )
+    bin_of = M.bin_index(data.by, edges)
+    outside = int((bin_of < 0).sum())
+    if outside:
+        warn(
+            f"{count(outside, 'row')} with {data.by_name} outside the --bins edges "
+            f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows"
+        )
+    return edges, bin_of
+
+
+def _drop_widest(est: Estimator, valid: np.ndarray, level: float) -> np.ndarray:
+    """The valid rows less the `level` % widest PDFs (by width68)."""
+    idx = np.flatnonzero(valid)
+    n_keep = int(round(idx.size * (1 - level / 100.0)))
+    # NaN widths sort last, so they are dropped first
+    order = np.argsort(est.width68[idx], kind="stable")
+    sel = np.zeros_like(valid)
+    sel[idx[order[:n_keep]]] = True
+    return sel
+
+
 def metrics_rows(
     data: ScoreData,
     *,
@@ -593,47 +146,30 @@ def metrics_rows(
     drop_widest: Sequence[float] = (),
     warn: Warn | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per (estimator, drop-widest trial, --by bin, group) plus mean/std over groups."""
-    warn = warn or _default_warn
-    edges = None
-    if data.by is not None:
-        spec = 10 if bins is None else bins
-        edges = (
-            M.equal_width_edges(data.by, spec)
-            if isinstance(spec, int)
-            else np.asarray(spec, dtype=np.float64)
-        )
-        bin_of = M.bin_index(data.by, edges)
-        outside = int((bin_of < 0).sum())
-        if outside:
-            warn(
-                f"{_n(outside, 'row')} with {data.by_name} outside the --bins edges "
-                f"[{edges[0]:g}, {edges[-1]:g}] left out of the binned rows"
-            )
-    if data.group is not None:
-        glabels, gidx = _labels(data.group)
+    """One dict per (estimator, drop-widest trial, --by bin, group) plus mean/std over groups.
+
+    Each row's ``N_excluded`` counts the rows of its cell left out of every metric (a null
+    photo-z or an unusable PDF), so that N plus it is the cell's size.
+    """
+    warn = warn or default_warn
+    edges, bin_of = _by_edges(data, bins, warn)
+    groups = _labels(data.group) if data.group is not None else None
     levels: list[float | None] = (
         [0.0, *dict.fromkeys(d for d in drop_widest if d)] if drop_widest else [None]
     )
+    everything = np.ones(data.zspec.size, dtype=bool)
     rows: list[dict[str, Any]] = []
     for est in data.estimators:
-        valid = np.isfinite(est.zphot)
+        valid = est.valid
         for level in levels:
-            sel = valid.copy()
-            if level:
-                if est.width68 is None:
-                    warn(f"--drop-widest: {est.name} has no PDF or width68; its trials skipped")
-                    break
-                idx = np.flatnonzero(sel)
-                n_keep = int(round(idx.size * (1 - level / 100.0)))
-                # NaN widths sort last, so they are dropped first
-                order = np.argsort(est.width68[idx], kind="stable")
-                sel = np.zeros_like(sel)
-                sel[idx[order[:n_keep]]] = True
+            if level and est.width68 is None:
+                warn(f"--drop-widest: {est.name} has no PDF or width68; its trials skipped")
+                break
+            sel = _drop_widest(est, valid, level) if level else valid
             head: dict[str, Any] = {"estimator": est.name}
             if level is not None:
                 head["drop_widest"] = level
-            cells = [(head, sel)]
+            cells = [(head, everything)]
             if edges is not None:
                 cells = [
                     (
@@ -643,27 +179,43 @@ def metrics_rows(
                             "by_lo": float(edges[b]),
                             "by_hi": float(edges[b + 1]),
                         },
-                        sel & (bin_of == b),
+                        bin_of == b,
                     )
                     for b in range(edges.size - 1)
                 ]
-            for chead, mask in cells:
-                if data.group is None:
-                    rows.append({**chead, **_stats(data, est, mask, eta_threshold)})
-                    continue
-                per = []
-                for g, label in enumerate(glabels):
-                    r = {
-                        **chead,
-                        "group": label,
-                        **_stats(data, est, mask & (gidx == g), eta_threshold),
-                    }
-                    per.append(r)
-                rows.extend(per)
-                mean, std = M.group_rows([r for r in per if r["N"] > 0])
-                rows.append({**chead, "group": "mean", **mean})
-                rows.append({**chead, "group": "std", **std})
+            for chead, cell in cells:
+                rows.extend(_cell_rows(data, est, chead, cell, sel, groups, eta_threshold))
     return rows
+
+
+def _cell_rows(
+    data: ScoreData,
+    est: Estimator,
+    head: dict[str, Any],
+    cell: np.ndarray,
+    sel: np.ndarray,
+    groups: tuple[list[str], np.ndarray] | None,
+    eta_threshold: float,
+) -> list[dict[str, Any]]:
+    """The row of one cell, or its rows per group plus their mean and std."""
+    excluded = cell & ~est.valid
+
+    def one(extra: dict[str, Any], where: np.ndarray) -> dict[str, Any]:
+        row = {**head, **extra, **_stats(data, est, sel & where, eta_threshold)}
+        row["N_excluded"] = int((excluded & where).sum())
+        return row
+
+    if groups is None:
+        return [one({}, cell)]
+    labels, gidx = groups
+    per = [one({"group": label}, cell & (gidx == g)) for g, label in enumerate(labels)]
+    mean, std = M.group_rows([r for r in per if r["N"] > 0])
+    n_excluded = sum(r["N_excluded"] for r in per)  # like N: the total over the groups
+    return [
+        *per,
+        {**head, "group": "mean", **mean, "N_excluded": n_excluded},
+        {**head, "group": "std", **std, "N_excluded": n_excluded},
+    ]
 
 
 def _stats(
@@ -695,6 +247,9 @@ COLUMN_DOCS = {
     "pit_ks": "Kolmogorov-Smirnov distance of the PIT values from uniform",
     "pit_cvm": "Cramer-von Mises W^2 of the PIT values against uniform",
     "width68": "mean width of the central 68 % interval of the PDFs",
+    # last, so that the columns before it keep their places for readers by position
+    "N_excluded": "rows of this cell not scored: null photo-z or unusable PDF (NaN, negative, "
+    "zero sum)",
 }
 
 
@@ -708,7 +263,7 @@ def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = 
         vals = [r.get(k) for r in rows]
         if k in ("estimator", "by", "group"):
             arrays.append(pa.array([None if v is None else str(v) for v in vals], pa.string()))
-        elif k == "N":
+        elif k in ("N", "N_excluded"):
             arrays.append(pa.array([int(v) for v in vals], pa.int64()))
         else:
             arrays.append(
@@ -772,9 +327,15 @@ def score(
         from photoz_tools.plots import score_figure
 
         score_figure(data, plot, eta_threshold=eta_threshold)
-    meta = {
+    return rows_to_table(rows, table_metadata(data, eta_threshold))
+
+
+def table_metadata(data: ScoreData, eta_threshold: float) -> dict[str, str]:
+    """The output table's key-value metadata: source, truth, threshold and the rows left out
+    of the whole table by reason (``pz_score_dropped``, JSON), so a file says what it lacks."""
+    return {
         "pz_score_source": str(data.source),
-        "pz_score_truth": truth,
+        "pz_score_truth": data.truth,
         "pz_score_eta_threshold": repr(eta_threshold),
+        "pz_score_dropped": json.dumps(data.dropped),
     }
-    return rows_to_table(rows, meta)
