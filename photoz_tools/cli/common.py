@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,12 +38,46 @@ class _State:
 state = _State()
 
 
+def prose(text: str) -> str:
+    r"""Help text written as paragraphs, for rich to wrap to the terminal.
+
+    Write help in the source as paragraphs separated by blank lines, wrapped at any width: the
+    lines of a paragraph are joined into one, so rich wraps it once at the terminal's width (a
+    line break kept in the string is a second, hand-made wrap, and leaves a fragment alone on a
+    line at 80 columns). Indented lines (a worked example, a table) are kept as written, one a
+    line, as is a paragraph that starts with typer's ``\b``. Rich markup (``[bold]``, ``\[``
+    for a literal bracket) passes through.
+
+    >>> prose("One paragraph\nwrapped by hand.\n\nExample:\n  pz-x -o y\n")
+    'One paragraph wrapped by hand.\n\nExample:\n  pz-x -o y'
+    """
+    out = []
+    for paragraph in re.split(r"\n[ \t]*\n", textwrap.dedent(text).strip("\n")):
+        if paragraph.startswith("\b"):
+            out.append(paragraph)
+            continue
+        lines: list[str] = []
+        joining = False
+        for line in paragraph.splitlines():
+            if line[:1].isspace():  # preformatted: an example, a table
+                lines.append(line.rstrip())
+                joining = False
+            elif joining:
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+                joining = True
+        out.append("\n".join(lines))
+    return "\n\n".join(p for p in out if p.strip())
+
+
 def make_app(name: str, help: str) -> typer.Typer:
-    """A Typer app with the conventions every command shares; `help` ends with a worked example."""
+    """A Typer app with the conventions every command shares; `help` ends with a worked example
+    and is written as paragraphs (see `prose`)."""
     state.prog = name
     return typer.Typer(
         name=name,
-        help=help,
+        help=prose(help),
         add_completion=False,
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
@@ -102,6 +137,18 @@ ShardOpt = Annotated[
         metavar="I/N",
         help="With a catalogue folder: only the partitions of shard I of N (I from 0, as "
         "Slurm's --array=0-<N-1>); the N shards cover every partition once.",
+        show_default=False,
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS|local[:N]",
+        help="With a catalogue folder: one dask.distributed task per partition, on the "
+        "scheduler at ADDRESS (tcp://host:8786) or on N local worker processes (local: one per "
+        "core). Each task runs in one single-threaded worker process (-j does not apply), which "
+        "keeps what it loaded, such as a model bundle, for its next partitions.",
         show_default=False,
     ),
 ]

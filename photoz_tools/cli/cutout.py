@@ -17,6 +17,7 @@ from photoz_tools.cli.common import (
     FormatOpt,
     InputArg,
     QuietOpt,
+    SchedulerOpt,
     ShardOpt,
     VersionOpt,
     command_line,
@@ -25,10 +26,11 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
     warn,
 )
 
-HELP = """\
+HELP = prose("""\
 Cut 64x64 ugriz cutouts (0.396"/pixel, north up, east left, nanomaggies) centred on each
 catalogue row, as Pasquet et al. (2019) did with SWarp: every overlapping SDSS corrected frame
 is resampled with Lanczos-3 onto a gnomonic grid and the frames are median-combined per band.
@@ -48,9 +50,11 @@ under -o FOLDER. A rerun redoes only the partitions whose output is missing or s
 than its input, or made with other --frames, --frame-index, --sas-url, --resampler, --fill or
 columns); a killed partition resumes from its hidden .NAME.partial/. --shard I/N takes one
 share of the partitions (array jobs); --scheduler runs one dask.distributed task per
-partition. One summary line; exit 1 if any partition failed, after doing the others. E.g. in
-a Slurm array job: pz-cutout survey/ --frames ~/sdss -o cutouts/ --shard $SLURM_ARRAY_TASK_ID/8
-"""
+partition. One summary line; exit 1 if any partition failed, after doing the others. In a Slurm
+array job (--array=0-7), each task takes its share:
+
+  pz-cutout survey/ --frames sdss/ -o cut/ --shard $SLURM_ARRAY_TASK_ID/8
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -149,17 +153,7 @@ def main_command(
         int, typer.Option("--batch-size", help="Rows per output batch.", callback=bounds(1))
     ] = 1024,
     shard: ShardOpt = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            metavar="ADDRESS|local[:N]",
-            help="With a catalogue folder: one dask.distributed task per partition (one "
-            "process each, -j ignored), on the scheduler at ADDRESS (tcp://host:8786) or on "
-            "N local worker processes.",
-            show_default=False,
-        ),
-    ] = None,
+    scheduler: SchedulerOpt = None,
     no_resume: Annotated[
         bool,
         typer.Option(
@@ -214,7 +208,7 @@ def main_command(
 
         shutil.rmtree(f"{output}.partial", ignore_errors=True)
     with progress("cutouts", unit="rows") as bar:
-        summary = cutout(
+        cutout(
             catalog,
             output,
             **opts,
@@ -226,7 +220,6 @@ def main_command(
             warn=warn,
             progress=bar,
         )
-    _fail_if_every_fetch_failed(summary, output)
     if preview:
         log(f"preview written to {preview}")
 
@@ -243,7 +236,9 @@ def _check_single(
 
 
 def _fail_if_every_fetch_failed(summary: dict | None, output: str) -> None:
-    """A run whose every row lacks its frames is a failure: exit 1, and no output file left."""
+    """Superseded: cutout() itself now refuses, before writing anything, a run whose every
+    cutout would be blank because frames could not be fetched. No longer called; kept only
+    for tests/cli/test_bad_input.py::test_every_fetch_failed_is_a_failure (drop both)."""
     if not summary or not summary.get("rows"):
         return
     if summary.get("flagged", {}).get("fetch_failed", 0) < summary["rows"]:

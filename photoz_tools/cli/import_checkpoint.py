@@ -9,9 +9,18 @@ from typing import Annotated
 
 import typer
 
-from photoz_tools.cli.common import DebugOpt, QuietOpt, VersionOpt, log, main_for, make_app
+from photoz_tools.cli.common import (
+    DebugOpt,
+    QuietOpt,
+    VersionOpt,
+    log,
+    main_for,
+    make_app,
+    prose,
+)
 
-HELP = """Turn the trained network released by the authors of Pasquet et al. (2019) into a bundle.
+HELP = prose("""\
+Turn the trained network released by the authors of Pasquet et al. (2019) into a bundle.
 
 CHECKPOINT is their pretrained_model/ folder (checkpoint, -120000.index and
 -120000.data-00000-of-00001; the -120000.meta graph is not needed), a checkpoint prefix, or the
@@ -25,13 +34,14 @@ Nothing is written unless the whole checkpoint reads and matches: a missing or t
 checkpoint of another network or a zip without a checkpoint is refused with one line.
 pz-predict gives zphot as the PDF's mean over bin midpoints (their test.py used the bins' left
 edges, which puts every zphot 0.0011 low).
-"""
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
   pz-import pretrained_model.zip -o authors/ --default
 
-  pz-pack data_example.npz -o ex.parquet && pz-predict -m authors/ ex.parquet | pz-score --truth z
+  pz-pack data_example.npz -o ex.parquet
+  pz-predict -m authors/ ex.parquet | pz-score --truth z
 """
 
 app = make_app("pz-import", HELP)

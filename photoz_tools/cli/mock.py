@@ -25,11 +25,12 @@ from photoz_tools.cli.common import (
     make_app,
     memory_hint,
     progress,
+    prose,
     state,
 )
 from photoz_tools.errors import PzUsageError
 
-HELP = """\
+HELP = prose("""\
 Simulate an SDSS-like imaging survey of Main Galaxy Sample galaxies, in the archive's own
 formats, so every other pz-* command runs on it unchanged.
 
@@ -45,21 +46,22 @@ galaxies in a "Stripe 82" region observed by --epochs runs.
 Writes into --out DIR: catalog.parquet (pz-query's columns plus the truth), frames.parquet (the
 frame index), frames/301/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 and mock.json. Seeded
 and reproducible; a rerun with the same options resumes.
-"""
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
   pz-mock -n 3000 --seed 1 -o mock/
 
-  pz-mock --photometry ../shared/data/mgs-photometry/SDSS_MGS.train --repeat 3 -o train-sky/
+  pz-mock --photometry ../shared/data/mgs-photometry/SDSS_MGS.train \\
+      --repeat 3 -o train-sky/
 
   pz-cutout mock/catalog.parquet --frames mock/frames -o cutouts.parquet
 """
-SERVE_HELP = """\
+SERVE_HELP = prose("""\
 Serve a pz-mock survey folder as SkyServer (SQL over its catalogue and frame index) and as the
 SAS (its frames) on 127.0.0.1 until Ctrl-C, so pz-query and pz-cutout run against it unchanged.
 The URLs to pass them are printed on stdout.
-"""
+""")
 SERVE_EXAMPLES = """\
 [bold]Examples[/bold]
 

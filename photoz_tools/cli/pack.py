@@ -22,11 +22,12 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
     warn,
 )
 from photoz_tools.errors import PzUsageError
 
-HELP = """\
+HELP = prose("""\
 Join a catalogue and its cutouts by id (or read the authors' published sdss.npz) into a
 training-ready dataset: adds fold (k seeded folds, stratified in z when there is a z column),
 split (train/validation/test) and pack_flags, drops (or flags) rows with bad images, and writes
@@ -43,7 +44,7 @@ pz_pack metadata), so that training reads them shuffled; --keep-order keeps the 
 The shuffle holds at most PZ_PACK_BUFFER_MB megabytes of rows in memory (default 1024); beyond
 that it spills them to hidden temporary files beside the output (the system's temporary folder
 for stdout), which needs about the dataset's size in free disk space there while it runs.
-"""
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -51,7 +52,8 @@ EXAMPLES = """\
 
   pz-pack sdss.npz --mgs-cut --folds 5 --seed 0 -o sdss-dataset.parquet
 
-  pz-cutout mgs.fits --frames sas/ | pz-pack -c mgs.fits --validation 5000 -o ds.parquet
+  pz-cutout mgs.fits --frames sas/ | \\
+      pz-pack -c mgs.fits --validation 5000 -o ds.parquet
 """
 
 app = make_app("pz-pack", HELP)

@@ -6,7 +6,6 @@ Only parsing, reporting and output live here; the work is ``photoz_tools.sdss.qu
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +24,11 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
 )
 from photoz_tools.errors import PzError, PzUsageError
 
-HELP = """\
+HELP = prose("""\
 Query the SDSS SkyServer (astroquery's SDSS.query_sql over HTTPS; data release --release, default
 DR12) and write the result as a table. Without --sql it runs the Main Galaxy Sample selection of
 Pasquet et al. 2019 (Appendix A: SpecObjAll x PhotoObjAll x Photoz x galSpecInfo; z > 0,
@@ -46,7 +46,7 @@ failure, the same command fetches only the missing pages. Timeouts, HTTP 5xx, dr
 connections and SkyServer's error pages (HTML or "Error: ..." text with status 200) are retried
 with exponential backoff, then reported in one line; the output is written, atomically, only once
 complete, with units and provenance. `pz-query frames` writes the index of imaging frames.
-"""
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -59,7 +59,7 @@ EXAMPLES = """\
   pz-query frames mgs.parquet -o frames.parquet  [dim]# the frames it needs[/dim]
 """
 
-FRAMES_HELP = """\
+FRAMES_HELP = prose("""\
 The index of SDSS imaging frames (every epoch) for a sky box or a catalogue.
 
 One row per field (Stripe 82's many runs included, primary or not) whose bounding box overlaps a
@@ -67,11 +67,10 @@ sky box (--box or --ra-min...) or the sky covered by the positions in CATALOG (c
 degrees, grown by --margin arcsec). pz-cutout reads it to find every frame under a cutout.
 
 Columns: fieldID, run, rerun, camcol, field (the frames are
-frames/RERUN/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 on the SAS, BAND
-in ugriz) and ra_min, ra_max,
-dec_min, dec_max (deg; SkyServer's Field.raMin...decMax; ra_min > ra_max across RA = 0).
-Paging, retries and resuming work as for pz-query.
-"""
+frames/RERUN/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 on the SAS, BAND in ugriz) and
+ra_min, ra_max, dec_min, dec_max (deg; SkyServer's Field.raMin...decMax; ra_min > ra_max across
+RA = 0). Paging, retries and resuming work as for pz-query.
+""")
 FRAMES_EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -81,14 +80,6 @@ FRAMES_EXAMPLES = """\
 """
 
 
-def _wrap(text: str) -> str:
-    """Paragraphs refilled to 76 columns: rich keeps the source's line breaks."""
-    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
-    return "\n\n".join(textwrap.fill(p, 76, break_on_hyphens=False) for p in paragraphs)
-
-
-HELP = _wrap(HELP)
-FRAMES_HELP = _wrap(FRAMES_HELP)
 app = make_app("pz-query", HELP)
 
 # --------------------------------------------------------------------------- shared options
@@ -419,6 +410,7 @@ def _catalog_boxes(
                     + ", ".join(reader.column_names[:30])
                 )
             cols.append(names[want.lower()])
+            checks.numeric_column(reader.schema, cols[-1], opt, reader.name, "degrees")
         for batch in reader.iter_batches(columns=cols):
             cells |= cover_cells(column_array(batch, cols[0]), column_array(batch, cols[1]), cell)
             n += batch.num_rows

@@ -23,13 +23,14 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
     rich_console,
     state,
     warn,
 )
 from photoz_tools.errors import PzUsageError
 
-HELP = (
+HELP = prose(
     "Score photometric redshifts against spectroscopic truth. "
     "The metrics are those of Pasquet et al. (2019): bias, sigma_MAD and the outlier rate eta "
     "of dz = (zphot - zspec)/(1 + zspec), and where the table has PDFs the mean CRPS (exact "

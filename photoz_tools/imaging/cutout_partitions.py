@@ -151,6 +151,9 @@ def cutout_partitioned(
     if frame_index is not None and not Path(frame_index).is_file():
         raise PzError(f"--frame-index {frame_index}: no such file")
     out_root = partitions.check_output_folder(source, output, "cutouts")
+    from photoz_tools.imaging.cutouts import require_output_folder
+
+    require_output_folder(out_root, "-o")  # the output folder is created, its parent never
     parts = partitions.select_shard(partitions.discover(source), shard)
     key = cutout_key(
         frames=frames,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from photoz_tools.errors import PzError
+from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.imaging.frames import BANDS, Frame, load_frame
 from photoz_tools.imaging.resample import (
     PIXEL_SCALE_ARCSEC,
@@ -410,7 +410,7 @@ class Partial:
             if old == signature and (self.folder / "flags.npy").is_file():
                 return self.done()
             shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(exist_ok=True)  # beside the output, whose folder must exist
         n, s = self.nrows, self.size
         for band in BANDS:  # one file per band: a task writes one contiguous block
             np.lib.format.open_memmap(
@@ -455,6 +455,20 @@ class Partial:
             f.write(f"{task}\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def every_row_failed(self, chunk: int = 65536) -> bool:
+        """True when frames failed to be fetched and no row got any frame: every cutout would be
+        blank (rows that got some bands are flagged, not failed)."""
+        flags = np.load(self.folder / "flags.npy", mmap_mode="r")
+        nfr = np.load(self.folder / "n_frames.npy", mmap_mode="r")
+        any_failed = False
+        for a in range(0, self.nrows, chunk):
+            if np.asarray(nfr[a : a + chunk]).any():
+                return False
+            any_failed = any_failed or bool(
+                (np.asarray(flags[a : a + chunk]) & FLAG_FETCH_FAILED).any()
+            )
+        return any_failed
 
     def rows(self, a: int, b: int, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """images (k, S, S, 5), n_frames (k, 5) and row flags (k,) of rows a..b-1."""
@@ -579,7 +593,8 @@ def cutout(
         partitioned run puts it at ``.NAME.partial`` so the output folder stays a dataset.
     extra_metadata : added to the output's metadata (the partitioned run's record).
 
-    Returns the table (output None) or a summary dict.
+    Returns the table (output None) or a summary dict. Raises PzError, before anything is
+    written, when frames could not be fetched and no row got any frame (every cutout blank).
     """
     import pyarrow as pa
 
@@ -587,6 +602,8 @@ def cutout(
 
     log = log or (lambda m: None)
     warn = warn or (lambda m: None)
+    require_output_folder(output, "-o")
+    require_output_folder(preview, "--preview")
     if resampler not in ("native", "swarp"):
         raise PzError(f"--resampler {resampler}: use native or swarp")
     if fill not in ("zero", "nan"):
@@ -615,6 +632,9 @@ def cutout(
             raise PzError(
                 f"{cat_name}: no column {want!r} (columns: {', '.join(names)}); name it with {opt}"
             )
+    schema = cat_table.schema if cat_table is not None else reader.schema
+    _require_numbers(schema, ra_col, "--ra", cat_name)
+    _require_numbers(schema, dec_col, "--dec", cat_name)
     for taken in ("image", "n_frames", "cutout_flags"):
         if taken in lower:
             raise PzError(f"{cat_name}: already has a column {lower[taken]!r}; drop it first")
@@ -657,6 +677,8 @@ def cutout(
         refs, candidates = index.refs, index.search(ra_v, dec_v)
         source = f"{len(refs)} frames in the frame index, from {sas_url or 'the SAS'}"
     elif all(own[:3]):
+        for c in own[:3]:
+            _require_numbers(schema, c, "", cat_name, what="numbers (SDSS run, camcol, field)")
         own_cols = {k: cols[lower[k]] for k in ("run", "camcol", "field")}
         if own[3]:
             own_cols["rerun"] = cols[own[3]]
@@ -775,6 +797,19 @@ def cutout(
             warn(f"frame {key}: {msg}")
         if len(errors) > 3:
             warn(f"... and {len(errors) - 3} more frames could not be read")
+        if nrows and partial.every_row_failed():
+            # nothing worth keeping: a rerun (network back, --frames fixed) fetches them again
+            shutil.rmtree(folder, ignore_errors=True)
+            first = next(iter(errors.items()), None)
+            why = (
+                f"{len(errors)} frames failed; first: frame {first[0]}: {first[1]}"
+                if first
+                else "they failed in the run this one resumed"
+            )
+            raise PzError(
+                f"{cat_name}: no frame could be fetched for any of the {nrows} rows ({why}): "
+                "check --sas-url, the network or --frames, then rerun"
+            )
 
         # ---- assemble in input order
         meta = {
@@ -839,9 +874,9 @@ def cutout(
     finally:
         if reader is not None:
             reader.close()
-    if tmpdir:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    elif output is not None:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    if not tmpdir and output is not None:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - t0
     summary = {
@@ -866,6 +901,34 @@ def cutout(
     if output is None:
         return pa.Table.from_batches(out_batches) if out_batches else None
     return summary
+
+
+def require_output_folder(path: str | os.PathLike | None, option: str) -> None:
+    """The output rule (README): the folder that holds an output must exist; nothing creates
+    it. The same line as the command line's check (cli/checks.py)."""
+    if path is None or str(path) in ("-", ""):
+        return
+    text = str(path)
+    folder = os.path.dirname(os.path.abspath(text.rstrip(os.sep) or text))
+    if not os.path.isdir(folder):
+        raise PzUsageError(
+            f"{option} {text}: folder {folder} does not exist (create it first: mkdir -p {folder})"
+        )
+
+
+def _require_numbers(
+    schema: Any, column: str, option: str, where: str, what: str = "numbers (degrees)"
+) -> None:
+    """PzError naming the column when it does not hold plain numbers (strings, lists): checked
+    from the schema, before any row is read (a stream on stdin has no header to peek at)."""
+    import pyarrow as pa
+
+    t = schema.field(column).type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return
+    kind = "strings" if pa.types.is_string(t) or pa.types.is_large_string(t) else str(t)
+    about = f" ({option})" if option else ""
+    raise PzError(f"{where}: column '{column}'{about} holds {kind}; expected {what}")
 
 
 def _as_arrow(catalog: Any, pa) -> Any:
