@@ -13,6 +13,7 @@ from photoz_tools.cli.common import (
     FormatOpt,
     OutputOpt,
     QuietOpt,
+    SchedulerOpt,
     ShardOpt,
     VersionOpt,
     command_line,
@@ -21,10 +22,12 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
     warn,
 )
 
-HELP = """Predict photometric redshift PDFs with a model bundle (an ensemble made by pz-train).
+HELP = prose("""\
+Predict photometric redshift PDFs with a model bundle (an ensemble made by pz-train).
 
 Reads a table with the image (64x64x5 ugriz, nanomaggies) and ebv columns in batches and writes
 every input column but the image (or the --keep columns), then zphot, zphot_err, zmode, z_lo68,
@@ -32,7 +35,7 @@ z_hi68, width68, pz_flags and the 180-bin pdf; the bin edges and the bundle's ha
 metadata. Rows with NaN pixels or a missing ebv get null predictions and pz_flags bit 1.
 The bundle is -m BUNDLE, else $PZ_MODEL, else the default registered by pz-train --default or
 pz-predict --set-default.
-"""
+""")
 PRECISION_HELP = (
     "Compute precision: float32 (the default, on every machine), bfloat16 (GPUs; CPUs with AMX "
     "or AVX512-BF16; refused elsewhere) or float16 (GPUs only). bfloat16 is safe for zphot and "
@@ -116,17 +119,7 @@ def main_command(
     image_col: Annotated[str, typer.Option("--image-col", help="Image column.")] = "image",
     ebv_col: Annotated[str, typer.Option("--ebv-col", help="E(B-V) column.")] = "ebv",
     shard: ShardOpt = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            metavar="ADDRESS|local[:N]",
-            help="With a catalogue folder: one dask.distributed task per partition, on the "
-            "scheduler at ADDRESS (tcp://host:8786) or on N local worker processes; each "
-            "worker loads the bundle once and writes its partitions.",
-            show_default=False,
-        ),
-    ] = None,
+    scheduler: SchedulerOpt = None,
     format: FormatOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -203,7 +196,8 @@ def main_command(
         warn(f"input column {c!r} replaced by this prediction's")
     if res.bad_rows:
         warn(
-            f"{res.bad_rows:,} of {res.rows:,} rows have NaN pixels or a missing {ebv_col}: "
+            f"{res.bad_rows:,} of {res.rows:,} rows have NaN/inf or overflowing pixels, or a "
+            f"missing or negative {ebv_col}: "
             "null predictions, pz_flags bit 1 (bad_input)"
         )
     log(

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from photoz_tools.cli.checks import bounds
 from photoz_tools.cli.common import (
     DebugOpt,
     QuietOpt,
@@ -15,11 +16,13 @@ from photoz_tools.cli.common import (
     main_for,
     make_app,
     progress,
+    prose,
     state,
     warn,
 )
 
-HELP = """Train the CNN classifier ensemble of Pasquet et al. (2019) into a model bundle folder.
+HELP = prose("""\
+Train the CNN classifier ensemble of Pasquet et al. (2019) into a model bundle folder.
 
 Reads a dataset table (image, ebv, z; optional split and fold columns, as pz-pack writes) in
 streaming batches, trains --members networks with the paper's recipe (Adam 1e-4 divided by 5
@@ -42,7 +45,14 @@ each one, refuses bundles that differ in anything but --member (dataset, archite
 scaling, options; the line names the two bundles and the field) or that hold the same member
 twice, and writes the members in their member order. Library versions and devices may differ
 between jobs; each member's are recorded. With --assemble only -o, --force and --default apply.
-"""
+
+On a host with several GPUs, --distribute data trains each member on all of them at once: every
+batch is split evenly over the devices and their gradients averaged before one update, so the
+steps are those of one device (up to the order of floating-point sums), only faster. It uses
+keras.distribution.DataParallel on JAX and tf.distribute.MirroredStrategy on TensorFlow; the
+batch size must be a multiple of the number of devices. PZ_CPU_DEVICES=N splits the CPU into N
+logical devices to try it without GPUs.
+""")
 EXAMPLES = """\
 [bold]Examples[/bold]
 
@@ -52,11 +62,16 @@ EXAMPLES = """\
 
   # the same 6-member ensemble as six jobs (one per GPU), then joined
   for k in 0 1 2 3 4 5; do
-    CUDA_VISIBLE_DEVICES=$k pz-train dataset.parquet -o jobs/m$k/ --members 6 --member $k --fold 0 &
+    CUDA_VISIBLE_DEVICES=$k pz-train dataset.parquet -o jobs/m$k/ \\
+        --members 6 --member $k --fold 0 &
   done; wait
-  pz-train --assemble jobs/m0/ jobs/m1/ jobs/m2/ jobs/m3/ jobs/m4/ jobs/m5/ -o model/
+  pz-train --assemble jobs/m0/ jobs/m1/ jobs/m2/ jobs/m3/ jobs/m4/ jobs/m5/ \\
+      -o model/
 
   pz-train --assemble jobs/m*/ -o model/ --default
+
+  # one member on the 4 GPUs of a host, 4 x 128 galaxies a step
+  pz-train dataset.parquet -o model/ --distribute data --batch-size 512
 """
 
 app = make_app("pz-train", HELP)
@@ -88,7 +103,9 @@ def main_command(
             show_default=False,
         ),
     ] = None,
-    members: Annotated[int, typer.Option(help="Ensemble members (paper: 6).")] = 1,
+    members: Annotated[
+        int, typer.Option(help="Ensemble members (paper: 6).", callback=bounds(1, 1000))
+    ] = 1,
     member: Annotated[
         int | None,
         typer.Option(
@@ -96,6 +113,7 @@ def main_command(
             help="Train only member K (0 to N-1) of the --members N ensemble, into its own "
             "bundle, equal to member K of the full run; join the jobs with --assemble.",
             show_default=False,
+            callback=bounds(0),
         ),
     ] = None,
     assemble: Annotated[
@@ -108,22 +126,33 @@ def main_command(
     ] = False,
     seed: Annotated[
         int,
-        typer.Option(help="Seed (>= 0); member m draws its own stream SeedSequence(seed, (m,))."),
+        typer.Option(
+            help="Seed (>= 0); member m draws its own stream SeedSequence(seed, (m,)).",
+            callback=bounds(0),
+        ),
     ] = 0,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs [default: 30].", show_default=False)
+        int | None,
+        typer.Option(help="Epochs [default: 30].", show_default=False, callback=bounds(1)),
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(help="Training steps instead of epochs (paper: 120000).", show_default=False),
+        typer.Option(
+            help="Training steps instead of epochs (paper: 120000).",
+            show_default=False,
+            callback=bounds(1),
+        ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Galaxies per step.")] = 128,
+    batch_size: Annotated[
+        int, typer.Option(help="Galaxies per step.", callback=bounds(1, 65536))
+    ] = 128,
     lr: Annotated[
         float | None,
         typer.Option(
             help="Adam learning rate, divided by 5 halfway [default: the architecture's: "
             "paper 1e-4, small 3e-3, tiny 1e-4].",
             show_default=False,
+            callback=bounds(0, low_open=True),
         ),
     ] = None,
     warmup: Annotated[
@@ -132,6 +161,7 @@ def main_command(
             help="Steps of linear learning-rate warm-up [default: the architecture's: small "
             "50, else 0].",
             show_default=False,
+            callback=bounds(0),
         ),
     ] = None,
     fold: Annotated[
@@ -140,11 +170,15 @@ def main_command(
             help="Hold out the rows of this fold as the test set; every other fold trains "
             "(also rows pz-pack split as test).",
             show_default=False,
+            callback=bounds(0),
         ),
     ] = None,
     val_size: Annotated[
         int,
-        typer.Option(help="Validation rows drawn when there is no split column (at most 10 %)."),
+        typer.Option(
+            help="Validation rows drawn when there is no split column (at most 10 %).",
+            callback=bounds(0),
+        ),
     ] = 20000,
     balanced: Annotated[bool, typer.Option(help="Redshift-balanced sample weights.")] = False,
     augment: Annotated[bool, typer.Option(help="Random 90-degree rotations and flips.")] = True,
@@ -162,18 +196,25 @@ def main_command(
         ),
     ] = None,
     checkpoint_minutes: Annotated[
-        float, typer.Option(help="Minutes of wall clock between checkpoints.")
+        float,
+        typer.Option(
+            help="Minutes of wall clock between checkpoints.", callback=bounds(0, low_open=True)
+        ),
     ] = 10.0,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(
-            help="Steps between checkpoints, instead of by wall clock.", show_default=False
+            help="Steps between checkpoints, instead of by wall clock.",
+            show_default=False,
+            callback=bounds(1),
         ),
     ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Threads reading and augmenting batches [default: up to 4].", show_default=False
+            help="Threads reading and augmenting batches [default: up to 4].",
+            show_default=False,
+            callback=bounds(1, 64),
         ),
     ] = None,
     distribute: Annotated[
@@ -246,6 +287,11 @@ def main_command(
     from photoz_tools.model import distribute as dist
 
     dist.check_mode(distribute)
+    from photoz_tools.cli import checks
+
+    if not dry_run:  # before any work: the dataset is read, shuffled and trained on first
+        checks.output_folder(output, "-o", "bundle folder")
+    checks.image_column(checks.peek_schema(dataset), "image", (64, 64, 5), "", dataset, "pz-train")
     if dry_run:
         _dry_run(tr.plan(dataset, arch, recipe, scaling, z_col, ebv_col))
         return

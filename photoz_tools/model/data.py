@@ -26,6 +26,24 @@ VAL_NAMES = {"val", "valid", "validation"}
 TEST_NAMES = {"test", "testing"}
 IMAGE_BYTES = 64 * 64 * 5 * 4
 
+IMAGE_SHAPE = (64, 64, 5)  # the network's input: 64x64 pixels, ugriz
+IMAGE_SIZE = 64 * 64 * 5
+
+
+def image_cells(values: np.ndarray, column: str, where: str) -> np.ndarray:
+    """A column's cells as (n, 64, 64, 5) images: as they are, or reshaped from 20480 flat
+    values in row-major (y, x, band) order (what LSDB and pandas write for an array column);
+    any other shape is refused naming the column, its shape and the model's."""
+    cell = tuple(values.shape[1:])
+    if cell == IMAGE_SHAPE:
+        return values
+    if cell == (IMAGE_SIZE,):
+        return values.reshape(len(values), *IMAGE_SHAPE)
+    raise PzError(
+        f"{where}: column '{column}' holds cells of shape {cell}; the model takes "
+        f"{IMAGE_SHAPE} images (or {IMAGE_SIZE} values, 64x64 ugriz)"
+    )
+
 
 @dataclass
 class Selection:
@@ -224,7 +242,7 @@ def iter_images(
             lo, hi = np.searchsorted(rows, [offset, offset + n])
             if hi > lo:
                 local = rows[lo:hi] - offset
-                imgs = tables.column_array(batch, image_col)
+                imgs = image_cells(tables.column_array(batch, image_col), image_col, path)
                 yield rows[lo:hi], np.ascontiguousarray(imgs[local], dtype=np.float32)
             offset += n
             if offset > rows[-1]:

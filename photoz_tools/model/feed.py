@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from photoz_tools.errors import PzError
-from photoz_tools.model.data import IMAGE_BYTES, Selection, augment, balance_weights, iter_images
+from photoz_tools.model.data import (
+    IMAGE_BYTES,
+    Selection,
+    augment,
+    balance_weights,
+    image_cells,
+    iter_images,
+)
 from photoz_tools.pdf import Bins
 
 COPY_ROW_GROUP = 256  # rows per row group of the shuffled copy (20 MB of images)
@@ -129,6 +136,16 @@ def prepare(
     return c
 
 
+def check_pixels(path: str, images: np.ndarray, rows: np.ndarray) -> None:
+    """Refuse NaN/inf pixels, naming the first bad row of the dataset."""
+    if not np.isfinite(images).all():
+        bad = rows[~np.isfinite(images).all(axis=(1, 2, 3))]
+        raise PzError(
+            f"{path}: row {int(bad[0])} (and {len(bad) - 1} more in this batch) has NaN/inf "
+            "pixels; drop bad images with pz-pack first"
+        )
+
+
 def _write_shuffled_copy(
     sel: Selection, rows: np.ndarray, keys: np.ndarray, copy: Path, image_col: str
 ) -> None:
@@ -143,6 +160,7 @@ def _write_shuffled_copy(
     def batches() -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
         done = 0  # iter_images yields the rows in the order of `rows`
         for r, im in iter_images(sel.path, rows, image_col):
+            check_pixels(sel.path, im, r)  # before any step: a bad row found now costs nothing
             k = keys[done : done + len(r)]
             done += len(r)
             rb = pa.RecordBatch.from_arrays([pa.array(r), tables.to_arrow(im)], schema=schema)
@@ -245,7 +263,7 @@ class TrainingBatches:
 
         ch = self.chunks
         t = readers.file.read_row_group(ch.groups[c], columns=[ch.image_col])
-        images = tables.column_array(t, ch.image_col)
+        images = image_cells(tables.column_array(t, ch.image_col), ch.image_col, ch.path)
         local = ch.local[c]
         if len(local) != len(images):
             images = images[local]
@@ -344,12 +362,7 @@ class TrainingBatches:
             step += 1
 
     def _finish(self, images: np.ndarray, rows: np.ndarray, epoch: int, step: int):
-        if not np.isfinite(images).all():
-            bad = rows[~np.isfinite(images).all(axis=(1, 2, 3))]
-            raise PzError(
-                f"{self.sel.path}: row {int(bad[0])} (and {len(bad) - 1} more in this "
-                "batch) has NaN/inf pixels; drop bad images with pz-pack first"
-            )
+        check_pixels(self.sel.path, images, rows)
         if self.do_augment:
             images = augment(images, np.random.default_rng([self.seed, int(epoch), int(step), 2]))
         x = {"image": images, "ebv": self.sel.ebv[rows].reshape(-1, 1)}

@@ -24,6 +24,7 @@ from photoz_tools import pdf as pdfcore
 from photoz_tools import tables
 from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.model import bundle as bundlemod
+from photoz_tools.model.data import image_cells
 
 # "uint8": one byte a bin + a float32 pdf_max column (photoz_tools.pdf.pack_pdf). "uint8log"
 # is not offered: measured worse than uint8 on PIT and CRPS (benchmarks/pdf_packing.md)
@@ -40,25 +41,6 @@ class PredictResult:
     bundle_hash: str
     members: int
     precision: str = "float32"
-
-
-IMAGE_SHAPE = (64, 64, 5)  # the network's input: 64x64 pixels, ugriz
-IMAGE_SIZE = 64 * 64 * 5
-
-
-def image_cells(values: np.ndarray, column: str, where: str) -> np.ndarray:
-    """A column's cells as (n, 64, 64, 5) images: as they are, or reshaped from 20480 flat
-    values in row-major (y, x, band) order (what LSDB and pandas write for an array column);
-    any other shape is refused naming the column, its shape and the model's."""
-    cell = tuple(values.shape[1:])
-    if cell == IMAGE_SHAPE:
-        return values
-    if cell == (IMAGE_SIZE,):
-        return values.reshape(len(values), *IMAGE_SHAPE)
-    raise PzError(
-        f"{where}: column '{column}' holds cells of shape {cell}; the model takes "
-        f"{IMAGE_SHAPE} images (or {IMAGE_SIZE} values, 64x64 ugriz)"
-    )
 
 
 def predict_padded(
@@ -177,9 +159,21 @@ def predict_arrays(
     return Ensemble(b, batch_size, tta, precision=precision)(images, ebv)
 
 
-def _bad_rows(images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+def bad_rows(images: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+    """Rows the network cannot answer for: a NaN/inf pixel, or an E(B-V) that is missing or
+    negative (no dust map gives one; it is a fill value or a column mix-up)."""
     flat = images.reshape(len(images), -1)
-    return ~np.isfinite(flat).all(axis=1) | ~np.isfinite(ebv)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(flat).all(axis=1) | ~np.isfinite(ebv) | (ebv < 0)
+
+
+def overflowed(p: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose PDF is not finite (pixels so large the network overflowed) join the bad rows,
+    with a placeholder PDF, so that no NaN PDF is ever written."""
+    lost = ~np.isfinite(p).all(axis=1)
+    if not lost.any():
+        return bad, p
+    return bad | lost, np.where(lost[:, None], np.float32(1.0 / p.shape[1]), p)
 
 
 def _pdf_array(p: np.ndarray, bad: np.ndarray, dtype: str) -> list[tuple[str, Any]]:
@@ -291,11 +285,12 @@ def predict(
             for batch in _rechunk(batches, chunk):
                 images = image_cells(tables.column_array(batch, image_col), image_col, reader.name)
                 ebv = np.asarray(tables.column_array(batch, ebv_col), dtype=np.float32)
-                bad = _bad_rows(images, ebv)
+                bad = bad_rows(images, ebv)
                 if bad.any():
                     images = np.where(bad[:, None, None, None], np.float32(0), images)
                     ebv = np.where(bad, np.float32(0), ebv)
                 p = ens(images, ebv) if len(images) else np.zeros((0, bins.n), np.float32)
+                bad, p = overflowed(p, bad)
                 summ = pdfcore.summarize(p, bins)
                 arrays, fields = [], []
                 for c in kept:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from photoz_tools import pdf as pdfcore
 from photoz_tools.errors import PzError
-from photoz_tools.model.predict import IMAGE_SHAPE, IMAGE_SIZE
+from photoz_tools.model.data import IMAGE_SHAPE, IMAGE_SIZE
+from photoz_tools.model.predict import bad_rows, overflowed
 
 # (bundle path, manifest mtime, batch size, precision) -> PredictWork: hashing the bundle's files
 # once per process, not once per partition (PredictWork.ensemble caches the loaded ensemble)
@@ -185,12 +186,13 @@ def predict_frame(
             )
     images = _images(df[image_col], image_col)
     ebv = pd.to_numeric(df[ebv_col], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
-    bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1) | ~np.isfinite(ebv)
+    bad = bad_rows(images, ebv)
     if bad.any():
         images = np.where(bad[:, None, None, None], np.float32(0), images)
         ebv = np.where(bad, np.float32(0), ebv)
     b, ens = _work(model, batch_size, precision).ensemble()
     n_bins = b.bins.n
     p = ens(images, ebv) if len(images) else np.zeros((0, n_bins), np.float32)
+    bad, p = overflowed(p, bad)
     summ = pdfcore.summarize(p, b.bins)
     return _assemble(df, image_col, p, summ, bad, n_bins, pdf)

@@ -358,14 +358,46 @@ def train(
     distribute.check_mode(recipe.distribute)
     report("plan", **p)
     backend.configure(recipe.seed, deterministic=False)
-    keras = backend.import_keras()
     p["distribution"] = dp = distribute.setup(recipe.distribute, p["batch_size"])
     if dp is not None:
         report("log", message=dp.describe())
+    p["z_col"], p["ebv_col"] = z_col, ebv_col
+    work = output.with_name(output.name + ".partial")
+    fresh = restart or not work.exists()
+    try:
+        _run(p, dataset, output, work, restart, report, make_default)
+    except Exception as exc:
+        # A run that started here leaves nothing behind when it fails for a reason a rerun
+        # would meet again (bad pixels, a diverging loss: PzError), or before its first
+        # checkpoint; a crash or kill after one keeps the work folder to resume from.
+        if fresh and (isinstance(exc, PzError) or not _resumable(work)):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if dp is not None:
+            dp.close()
+    return output
 
+
+def _resumable(work: Path) -> bool:
+    """The work folder holds a member checkpoint or a finished member."""
+    return any(work.glob("member_*.state.json"))
+
+
+def _run(
+    p: dict[str, Any],
+    dataset: str,
+    output: Path,
+    work: Path,
+    restart: bool,
+    report: Reporter,
+    make_default: bool,
+) -> None:
+    """train() after the plan: the work folder, the shuffled copy, the members, the bundle."""
     from photoz_tools.model import feed
 
-    work = output.with_name(output.name + ".partial")
+    keras = backend.import_keras()
+    recipe, image_col = p["recipe"], p["image_col"]
     key = _run_key(p)
     run_file = work / "run.json"
     if work.exists():
@@ -385,18 +417,13 @@ def train(
     sel = p["selection"]
     chunks = feed.prepare(sel, work, recipe.seed, image_col, log=lambda m: report("log", message=m))
     members_info = []
-    try:
-        for m in trained_members(recipe):
-            info = _train_member(p, m, work, chunks, image_col, report)
-            members_info.append(info)
-            keras.backend.clear_session()
-    finally:
-        if dp is not None:
-            dp.close()
-    _finish_bundle(p, dataset, work, output, members_info, z_col, ebv_col, image_col)
+    for m in trained_members(recipe):
+        info = _train_member(p, m, work, chunks, image_col, report)
+        members_info.append(info)
+        keras.backend.clear_session()
+    _finish_bundle(p, dataset, work, output, members_info, p["z_col"], p["ebv_col"], image_col)
     if make_default:
         bundle.set_default(output)
-    return output
 
 
 def _train_member(

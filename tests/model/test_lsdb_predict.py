@@ -134,7 +134,7 @@ def test_predict_frame_refuses_wrong_image_shape(tiny_bundle):
 
 def test_image_cells_take_flat_lists_and_refuse_other_shapes():
     from photoz_tools.errors import PzError
-    from photoz_tools.model.predict import image_cells
+    from photoz_tools.model.data import image_cells
 
     cube = np.arange(2 * 64 * 64 * 5, dtype=np.float32).reshape(2, 64, 64, 5)
     assert image_cells(cube, "image", "t.parquet") is cube

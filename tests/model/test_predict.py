@@ -113,6 +113,8 @@ def test_bad_rows_get_nulls_and_a_flag(cli, tiny_bundle, model_env, tmp_path, ma
     images[3, 10, 10, 2] = np.nan
     ebv = tables.column_array(t, "ebv").copy()
     ebv[7] = np.nan
+    ebv[9] = -0.05  # no dust map gives a negative E(B-V)
+    images[10] = 3e38  # so large the network overflows: a flag, never a NaN PDF
     t = t.set_column(t.column_names.index("image"), "image", tables.to_arrow(images))
     t = t.set_column(t.column_names.index("ebv"), "ebv", pa.array(ebv, mask=np.isnan(ebv)))
     tables.write_table(t, path)
@@ -120,13 +122,27 @@ def test_bad_rows_get_nulls_and_a_flag(cli, tiny_bundle, model_env, tmp_path, ma
     assert r.returncode == 0, r.stderr.decode()
     out = _read(r.stdout)
     assert out.num_rows == 12
-    assert out["zphot"].null_count == 2 and out["pdf"].null_count == 2
+    assert out["zphot"].null_count == 3 and out["pdf"].null_count == 3
     assert not out["zphot"][3].is_valid and not out["pdf"][7].is_valid
     flags = out["pz_flags"].to_numpy()
-    assert flags[3] == FLAG_BAD_INPUT and flags[7] == FLAG_BAD_INPUT
-    assert not (flags[[0, 1, 2, 4]] & FLAG_BAD_INPUT).any()
+    assert (flags[[3, 7, 9]] == FLAG_BAD_INPUT).all()
+    assert not (flags[[0, 1, 2, 4, 10]] & FLAG_BAD_INPUT).any()
     assert out.schema.field("pdf").type.value_type == pa.float16()
-    assert b"2 of 12 rows" in r.stderr
+    # the huge row went through the tiny network without overflowing: a proper PDF
+    pdfs = tables.column_array(out, "pdf").astype(np.float64)
+    good = [0, 1, 2, 4, 5, 6, 8, 10, 11]
+    assert np.isfinite(pdfs[good]).all() and np.allclose(pdfs[good].sum(axis=1), 1, atol=2e-2)
+    assert b"3 of 12 rows" in r.stderr
+
+
+def test_a_pdf_the_network_overflowed_becomes_a_flagged_null():
+    from photoz_tools.model.predict import overflowed
+
+    p = np.full((3, 4), 0.25, np.float32)
+    p[1, 2] = np.nan
+    bad, q = overflowed(p, np.array([False, False, True]))
+    assert bad.tolist() == [False, True, True] and np.isfinite(q).all()
+    assert np.array_equal(q[0], p[0])
 
 
 def test_keep_pdf_none_stdin_and_fits_out(cli, tiny_bundle, catalog, model_env, tmp_path):
