@@ -21,6 +21,10 @@
 #     time ~9 GB (deleted after prediction); predictions with 180-bin PDFs ~0.4 GB. Plan ~110 GB.
 #   - Memory: every step streams in batches; a few GB of RAM suffice.
 #
+# A SMOKE RUN of the same commands on a small file (tests/pack/test_reproduce_script.py does this):
+#     FOLDS=2 MEMBERS=1 TRAIN_OPTS='--arch tiny --steps 1' SDSS_NPZ=small.npz \
+#         examples/reproduce_pasquet2019.sh
+#
 # Every step skips work already done, so the script can be rerun after an interruption
 # (pz-train itself resumes from its last checkpoint).
 set -euo pipefail
@@ -29,12 +33,14 @@ WORK=${WORK:-pasquet2019}                 # everything goes here
 SDSS_NPZ=${SDSS_NPZ:-$WORK/sdss.npz}      # the authors' file (downloaded if absent)
 SDSS_NPZ_URL=${SDSS_NPZ_URL:-}            # its address, from the deepdip.iap.fr page named above
 SDSS_NPZ_SHA256=${SDSS_NPZ_SHA256:-}      # optional checksum of the download
-FOLDS=5                                   # the paper's 5-fold cross-validation
+FOLDS=${FOLDS:-5}                         # the paper's 5-fold cross-validation
 MEMBERS=${MEMBERS:-6}                     # the paper's ensemble of 6 initialisations
 SEED=${SEED:-0}
 VALIDATION=${VALIDATION:-25000}           # 4/5 of it (20,000, the paper's) outside each test fold
-FOLDS_TO_RUN=${FOLDS_TO_RUN:-"0 1 2 3 4"} # a subset, to spread folds over machines
+ALL_FOLDS=$(seq -s " " 0 $((FOLDS - 1)))  # 0 1 2 3 4
+FOLDS_TO_RUN=${FOLDS_TO_RUN:-$ALL_FOLDS}  # a subset, to spread folds over machines
 TRAIN_OPTS=${TRAIN_OPTS:-}                # extra pz-train options (e.g. --arch, --steps)
+PREDICT_OPTS=${PREDICT_OPTS:-}            # extra pz-predict options (e.g. --batch-size)
 PACK_OPTS=${PACK_OPTS:-}                  # extra pz-pack options (e.g. --label-map OLD=NEW)
 PYTHON=${PYTHON:-python3}
 
@@ -102,11 +108,14 @@ for k in $FOLDS_TO_RUN; do
   pz-train "$DATASET" --fold "$k" --members "$MEMBERS" --seed "$SEED" -o "$MODEL" $TRAIN_OPTS
   say "pz-predict: fold $k"
   select_fold "$DATASET" "$k" "$WORK/test-fold$k.parquet"
-  pz-predict -m "$MODEL" "$WORK/test-fold$k.parquet" -o "$PRED"
+  # shellcheck disable=SC2086
+  pz-predict -m "$MODEL" "$WORK/test-fold$k.parquet" -o "$PRED" $PREDICT_OPTS
   rm -f "$WORK/test-fold$k.parquet"
 done
 
-for k in 0 1 2 3 4; do
+PREDS=()
+for k in $ALL_FOLDS; do
+  PREDS+=("$WORK/pred-fold$k.parquet")
   if [[ ! -s $WORK/pred-fold$k.parquet ]]; then
     echo "reproduce: fold $k not predicted yet; rerun when every fold is done" >&2
     exit 0
@@ -115,7 +124,7 @@ done
 
 # --- 5. score: Table 1 (per fold, mean and standard deviation) and Table 2 ----------------------
 PRED=$WORK/predictions.parquet
-"$PYTHON" - "$PRED" "$WORK"/pred-fold{0,1,2,3,4}.parquet <<'PY'
+"$PYTHON" - "$PRED" "${PREDS[@]}" <<'PY'
 import sys
 import pyarrow.parquet as pq
 out, parts = sys.argv[1], sys.argv[2:]
