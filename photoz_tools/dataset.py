@@ -349,6 +349,8 @@ class _TableSource:
                 for c in small:
                     labels.setdefault(c, []).append(tables.column_array(b, c))
             labels = {c: np.concatenate(v) for c, v in labels.items() if v}
+            if not len(ids_a):  # a zero-row table still has its columns (z among them)
+                labels = {c: _empty_column(self.reader.schema.field(c).type) for c in small}
             self.cat_index = np.arange(len(ids_a))
             return ids_a, labels, self.cat_index, pre
         cat_ids = tables.column_array(self.cat, self.cat_id)
@@ -372,11 +374,16 @@ class _TableSource:
 
     def iter_batches(self) -> Iterator[tuple[np.ndarray, Any]]:
         """(images, take(local_rows) -> list of arrow arrays in self.fields order)."""
+        import pyarrow as pa
+
         from photoz_tools import tables
 
         cols = [*self.cut_columns, self.image]
         start = 0
-        for b in self.reader.iter_batches(self.batch_rows, columns=cols):
+        batches = self.reader.iter_batches(self.batch_rows, columns=cols)
+        if not self.rows:  # a zero-row table: one empty batch carries the schema through
+            batches = [_empty_batch(pa.schema([self.reader.schema.field(c) for c in cols]))]
+        for b in batches:
             n = b.num_rows
             img = _as_images(tables.column_array(b, self.image), self.where, self.image)
             base = start
@@ -419,6 +426,26 @@ def _as_images(img: np.ndarray, where: str, column: str) -> np.ndarray:
     if img.dtype.kind not in "fiu":
         raise PzError(f"{where}: column '{column}' holds {img.dtype} values; images are numbers")
     return img.astype(np.float32)
+
+
+def _empty_column(t: pa.DataType) -> np.ndarray:
+    """A zero-length numpy column of Arrow type `t`."""
+    try:
+        return np.empty(0, dtype=t.to_pandas_dtype())
+    except (NotImplementedError, TypeError):
+        return np.empty(0, dtype=np.float64)
+
+
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A zero-row batch of `schema` (extension columns such as the image tensor included)."""
+    import pyarrow as pa
+
+    def empty(t: pa.DataType) -> pa.Array:
+        if isinstance(t, pa.BaseExtensionType):
+            return pa.ExtensionArray.from_storage(t, pa.array([], type=t.storage_type))
+        return pa.array([], type=t)
+
+    return pa.RecordBatch.from_arrays([empty(f.type) for f in schema], schema=schema)
 
 
 def _arrow(array: np.ndarray) -> pa.Array:
@@ -661,7 +688,7 @@ def _select(
     elif stratify and z_name is None:
         raise PzUsageError("--stratify: no column 'z' to stratify on (--label-map OLD=z)")
     kept = np.flatnonzero(keep)
-    if not len(kept):
+    if not len(kept) and n:  # a zero-row input gives a zero-row dataset
         raise PzError(f"{src_name}: no rows left to pack ({_explain(summary)})")
     fold = np.full(n, -1, dtype=np.int16)
     split = np.full(n, -1, dtype=np.int8)
@@ -841,7 +868,7 @@ def _write(
     try:
         source = iter(stream)
         first = next(source, None)  # the first batch fixes the schema
-        if first is None:
+        if first is None:  # never for a table source: it yields one batch at least
             raise PzError(f"{src_name}: no rows to pack")
         source = itertools.chain([first], source)
         writer = tables.TableWriter(
@@ -869,10 +896,9 @@ def _write(
                 ) from None
         summary = stream.summary
         summary.bad = {w: c for w, c in stream.bad_counts.items() if c}
-        if not summary.rows:
+        if not summary.rows and n:
             raise PzError(
-                f"{src_name}: no rows left to pack ({_explain(summary)}); "
-                "--bad flag keeps rows with bad images"
+                f"{src_name}: no rows left to pack ({_explain(summary)}); --bad flag keeps bad rows"
             )
         summary.per_split_fold = {s: stream.counts[i].tolist() for i, s in enumerate(SPLITS)}
         writer.close()

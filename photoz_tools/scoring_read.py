@@ -387,14 +387,13 @@ def _read(
 def _assemble(plan: _Plan, parts: _Parts) -> ScoreData:
     """Concatenate the chunks into ScoreData (no rows dropped yet)."""
     zspec = _cat(parts.zspec)
-    if zspec.size == 0:
-        raise PzError(f"{plan.src}: the table has no rows to score")
+    empty = zspec.size == 0  # a zero-row table: one row of N = 0 per cell, all columns
     for est, ep in zip(plan.estimators, parts.est, strict=True):
         est.zphot = _cat(ep["zphot"])
-        if ep["pit"]:
+        if ep["pit"] or empty and est.pdf_column:
             est.pit, est.crps = _cat(ep["pit"]), _cat(ep["crps"])
-            est.pdf_bad = _cat(ep["pdf_bad"])
-        if ep["width68"]:
+            est.pdf_bad = _cat(ep["pdf_bad"], bool)
+        if ep["width68"] or empty and (est.pdf_column or est.width_column):
             est.width68 = _cat(ep["width68"])
     data = ScoreData(
         plan.src,
@@ -475,9 +474,9 @@ def _drop_rows(
             )
     where = src
     if plan.lookup is not None:
-        matched = _cat(parts.matched)
+        matched = _cat(parts.matched, bool)
         unmatched = int((~matched & keep).sum())
-        if unmatched == int(keep.sum()):
+        if keep.size and unmatched == int(keep.sum()):
             raise PzError(f"{src}: no {pid} matches a row of {plan.tsrc}; check --id")
         if unmatched:
             data.dropped["no truth"] = unmatched
@@ -488,7 +487,9 @@ def _drop_rows(
         keep &= matched
         where = f"{plan.tsrc} (joined to {src})"
     keep = _check_truth(data, keep, drop_nan, warn, where)
-    if not keep.any():
+    if not keep.size:
+        warn(f"{src}: the table has no rows: every metric is NaN with N = 0")
+    elif not keep.any():
         why = ", ".join(f"{n} {reason}" for reason, n in data.dropped.items())
         raise PzError(f"{src}: no rows left to score ({why})")
     if not keep.all():
@@ -502,7 +503,7 @@ def _say_excluded(data: ScoreData, warn: Warn) -> None:
     """
     src = data.source
     for est in data.estimators:
-        if not est.valid.any():
+        if data.zspec.size and not est.valid.any():
             raise PzError(
                 f"{src}: no row of {est.name} can be scored: all {data.zspec.size} have a "
                 f"null {est.name} or an unusable PDF (NaN, inf or negative bins, or a zero "

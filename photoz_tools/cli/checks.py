@@ -24,6 +24,7 @@ from typing import Any
 import typer
 
 from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.paths import require_parent_folder
 
 STDIO = ("", "-")
 TABLE_EXTENSIONS = (
@@ -39,6 +40,8 @@ TABLE_EXTENSIONS = (
     ".xml",
 )
 STDOUT_FORMATS = ("parquet", "fits", "csv", "ecsv", "votable")
+IMAGE_FORMATS = ("parquet", "fits")  # the formats that hold array cells (images, PDFs)
+IMAGE_EXTENSIONS = (".parquet", ".pq", ".fits", ".fit", ".fits.gz", ".fits.bz2")
 _FORMAT_ALIASES = {"pq": "parquet", "fit": "fits", "vot": "votable", "xml": "votable"}
 
 
@@ -102,6 +105,20 @@ def bounds(
     return callback
 
 
+def one_of(*choices: str) -> Callable[..., Any]:
+    """An option callback that refuses a value outside `choices` at parse time (exit 2).
+
+    >>> fill: Annotated[str, typer.Option("--fill", callback=one_of("zero", "nan"))] = "zero"
+    """
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"use {' or '.join(choices)}", param=param)
+        return value
+
+    return callback
+
+
 def stdout_format(format: str | None, option: str = "--format") -> str | None:
     """The canonical name of a --format value; PzUsageError for an unknown one."""
     if format is None:
@@ -114,14 +131,6 @@ def stdout_format(format: str | None, option: str = "--format") -> str | None:
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def _parent_exists(path: str, option: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path.rstrip(os.sep) or path))
-    if not os.path.isdir(folder):
-        raise PzUsageError(
-            f"{option} {path}: folder {folder} does not exist (create it first: mkdir -p {folder})"
-        )
 
 
 def output_file(
@@ -141,7 +150,7 @@ def output_file(
             f"{option} {path}: cannot tell the {what} format from the name; end it in "
             + ", ".join(extensions)
         )
-    _parent_exists(path, option)
+    require_parent_folder(path, option)
 
 
 def stdout_table(format: str | None) -> None:
@@ -166,13 +175,33 @@ def table_output(path: str | None, format: str | None, option: str = "-o") -> st
     return fmt
 
 
+def image_table_output(
+    path: str | None, format: str | None, column: str = "image", option: str = "-o"
+) -> str | None:
+    """:func:`table_output` for a table that carries an image column: the text formats (CSV,
+    ECSV, VOTable) cannot hold its cells, so they are refused before any work."""
+    fmt = table_output(path, format, option)
+    if path is None or path in STDIO:
+        if (fmt or "parquet") not in IMAGE_FORMATS:
+            raise PzUsageError(
+                f"--format {format}: {fmt.upper()} cannot hold the '{column}' column's "
+                "cells; choose parquet or fits"
+            )
+    elif not path.lower().endswith(IMAGE_EXTENSIONS):
+        raise PzUsageError(
+            f"{option} {path}: a text table cannot hold the '{column}' column's cells; "
+            f"end the name in {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return fmt
+
+
 def output_folder(path: str | None, option: str = "-o", what: str = "folder") -> None:
     """Refuse a folder output that names an existing file, or whose parent folder is missing."""
     if path is None or path in STDIO:
         return
     if os.path.exists(path) and not os.path.isdir(path):
         raise PzUsageError(f"{option} {path}: an existing file; name a {what} (a folder)")
-    _parent_exists(path, option)
+    require_parent_folder(path, option)
 
 
 # --------------------------------------------------------------------------- inputs

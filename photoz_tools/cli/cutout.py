@@ -121,10 +121,16 @@ def main_command(
         typer.Option(
             "--resampler",
             help="native (numpy Lanczos-3, SWarp's conventions) or swarp (runs SWarp per galaxy).",
+            callback=checks.one_of("native", "swarp"),
         ),
     ] = "native",
     fill: Annotated[
-        str, typer.Option("--fill", help="Value of uncovered pixels: zero or nan (always flagged).")
+        str,
+        typer.Option(
+            "--fill",
+            help="Value of uncovered pixels: zero or nan (always flagged).",
+            callback=checks.one_of("zero", "nan"),
+        ),
     ] = "zero",
     workers: Annotated[
         int | None,
@@ -228,31 +234,11 @@ def _check_single(
     catalog: str, output: str, format: str | None, preview: str | None, ra: str, dec: str
 ) -> None:
     """Output name, --format, --preview and the position columns, before any work."""
-    checks.table_output(output, format)
+    checks.image_table_output(output, format)
     checks.output_file(preview, "--preview", (".png",), "preview image")
     schema = checks.peek_schema(catalog)
     checks.numeric_column(schema, ra, "--ra", catalog, "degrees")
     checks.numeric_column(schema, dec, "--dec", catalog, "degrees")
-
-
-def _fail_if_every_fetch_failed(summary: dict | None, output: str) -> None:
-    """Superseded: cutout() itself now refuses, before writing anything, a run whose every
-    cutout would be blank because frames could not be fetched. No longer called; kept only
-    for tests/cli/test_bad_input.py::test_every_fetch_failed_is_a_failure (drop both)."""
-    if not summary or not summary.get("rows"):
-        return
-    if summary.get("flagged", {}).get("fetch_failed", 0) < summary["rows"]:
-        return
-    if output not in ("-", ""):
-        import os
-
-        if os.path.isfile(output):
-            os.unlink(output)
-    fail(
-        f"no frame could be fetched for any of the {summary['rows']} rows "
-        f"({summary.get('frames_failed', 0)} frames failed; see the warnings above): check "
-        "--sas-url, the network or --frames, then rerun"
-    )
 
 
 def _cutout_folder(

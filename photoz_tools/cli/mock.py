@@ -223,7 +223,9 @@ def mock_cmd(
         float,
         typer.Option(
             "--ebv",
-            help="Median E(B-V) of the main region (the deep one has 1.5x).",
+            help="Median E(B-V) of the mock's whole dust map, a smooth log-normal field "
+            "varying over ~0.3-1 degree (the deep region's map is 1.5x): a small survey sees "
+            "a local patch of it, whose own median may differ.",
             callback=bounds(0, 5),
         ),
     ] = 0.03,

@@ -30,9 +30,9 @@ from photoz_tools.errors import PzUsageError
 HELP = prose("""\
 Join a catalogue and its cutouts by id (or read the authors' published sdss.npz) into a
 training-ready dataset: adds fold (k seeded folds, stratified in z when there is a z column),
-split (train/validation/test) and pack_flags, drops (or flags) rows with bad images, and writes
-Parquet in row groups sized for streaming (FITS by extension). Counts per split and fold go to
-stderr.
+split (train/validation/test) and pack_flags, drops (or flags) rows with bad images, ebv or
+z, and writes Parquet in row groups sized for streaming (FITS by extension). Counts per split
+and fold go to stderr.
 
 INPUT is pz-cutout's output (id, image, n_frames, flags), streamed in batches; or a .npz:
 'cube' (N,64,64,5) + a 'labels' record array (the authors' sdss.npz), or 'data' + 'z' + 'ebv'
@@ -161,9 +161,9 @@ def pack(
         str,
         typer.Option(
             "--bad",
-            help="Rows with bad images (NaN/inf pixels, flagged by pz-cutout, a missing band): "
-            "'drop' them or 'flag' them in pack_flags (1 NaN/inf, 2 pz-cutout flag, 4 missing "
-            "band) and keep them.",
+            help="Bad rows (NaN/inf pixels, flagged by pz-cutout, a missing band, a bad ebv "
+            "or z): 'drop' them or 'flag' them in pack_flags (1 NaN/inf, 2 pz-cutout flag, 4 "
+            "missing band, 8 NaN/inf or negative ebv, 16 missing or impossible z) and keep them.",
         ),
     ] = "drop",
     flag_mask: Annotated[
@@ -257,9 +257,9 @@ def pack(
     if summary.bad:
         what = ", ".join(f"{c} {w}" for w, c in summary.bad.items())
         if summary.bad_action == "drop":
-            warn(f"dropped rows with bad images: {what} (--bad flag keeps them)")
+            warn(f"dropped bad rows: {what} (--bad flag keeps them)")
         else:
-            warn(f"flagged rows with bad images in pack_flags: {what}")
+            warn(f"flagged bad rows in pack_flags: {what}")
     for line in report(summary):
         log(line)
 

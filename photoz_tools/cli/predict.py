@@ -32,9 +32,10 @@ Predict photometric redshift PDFs with a model bundle (an ensemble made by pz-tr
 Reads a table with the image (64x64x5 ugriz, nanomaggies) and ebv columns in batches and writes
 every input column but the image (or the --keep columns), then zphot, zphot_err, zmode, z_lo68,
 z_hi68, width68, pz_flags and the 180-bin pdf; the bin edges and the bundle's hash go into the
-metadata. Rows with NaN pixels or a missing ebv get null predictions and pz_flags bit 1.
-The bundle is -m BUNDLE, else $PZ_MODEL, else the default registered by pz-train --default or
-pz-predict --set-default.
+metadata. Rows with NaN/inf pixels, a missing or negative ebv, or pixels so large that the
+network overflows get null predictions and pz_flags bit 1, with a count on stderr. The bundle
+is -m BUNDLE, else $PZ_MODEL, else the default registered by pz-train --default or pz-predict
+--set-default.
 """)
 PRECISION_HELP = (
     "Compute precision: float32 (the default, on every machine), bfloat16 (GPUs; CPUs with AMX "

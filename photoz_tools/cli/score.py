@@ -74,6 +74,7 @@ _SHOW = {
     "by_hi": ("to", "{:.4g}"),
     "group": ("{group}", "{}"),
     "N": ("N", "{:,}"),
+    "N_excluded": ("N excluded", "{:,}"),
     "bias": ("bias", "{:.3g}"),
     "sigma_mad": ("σ_MAD", "{:.3g}"),
     "eta": ("η %", "{:.3g}"),
@@ -114,6 +115,8 @@ def _print_table(
     stream = sys.stderr if to_stderr else sys.stdout
     tty = stream.isatty()
     keys = [k for k in _SHOW if any(k in r for r in rows)]
+    # N_excluded only where some cell left rows out
+    keys = [k for k in keys if k != "N_excluded" or any(r.get(k) for r in rows)]
     # PDF metrics only where some estimator has them
     keys = [
         k
@@ -126,7 +129,9 @@ def _print_table(
     for r in rows:
         line = [_cell(r.get(k), _SHOW[k][1]) for k in keys]
         if r.get("group") == "std":  # N there is the total, already on the mean row
-            line[keys.index("N")] = ""
+            for k in ("N", "N_excluded"):
+                if k in keys:
+                    line[keys.index(k)] = ""
         cells.append(line)
     for i, k in enumerate(keys):
         header = _SHOW[k][0].format(by=by or "", group=group or "group")
@@ -278,7 +283,11 @@ def score(
     ] = "error",
     drop_nan: Annotated[
         bool,
-        typer.Option("--drop-nan", help="Drop rows whose truth is NaN/inf instead of failing."),
+        typer.Option(
+            "--drop-nan",
+            help="Drop rows whose truth is NaN/inf or impossible (< -0.01 or > 10) "
+            "instead of failing.",
+        ),
     ] = False,
     plot: Annotated[
         str | None,
@@ -343,12 +352,7 @@ def score(
     rows = scoring.metrics_rows(
         data, eta_threshold=eta_threshold, bins=spec, drop_widest=drops, warn=warn
     )
-    meta = {
-        "pz_score_source": str(data.source),
-        "pz_score_truth": truth,
-        "pz_score_eta_threshold": repr(eta_threshold),
-    }
-    table = scoring.rows_to_table(rows, meta)
+    table = scoring.rows_to_table(rows, scoring.table_metadata(data, eta_threshold))
     _write_results(table, len(rows), data, output, format, plot, eta_threshold)
     if output == "-" and state.quiet:
         return

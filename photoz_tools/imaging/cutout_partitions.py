@@ -141,19 +141,16 @@ def cutout_partitioned(
     process (workers=1: no process pool inside a Dask worker); without it the partitions run
     one after another, each with `workers` processes."""
     from photoz_tools.errors import PzError
+    from photoz_tools.imaging.cutouts import check_choices
+    from photoz_tools.paths import require_parent_folder
 
-    if resampler not in ("native", "swarp"):
-        raise PzError(f"--resampler {resampler}: use native or swarp")
-    if fill not in ("zero", "nan"):
-        raise PzError(f"--fill {fill}: use zero or nan")
+    check_choices(resampler, fill)
     if frames is not None and not Path(frames).is_dir():
         raise PzError(f"--frames {frames}: no such folder")
     if frame_index is not None and not Path(frame_index).is_file():
         raise PzError(f"--frame-index {frame_index}: no such file")
     out_root = partitions.check_output_folder(source, output, "cutouts")
-    from photoz_tools.imaging.cutouts import require_output_folder
-
-    require_output_folder(out_root, "-o")  # the output folder is created, its parent never
+    require_parent_folder(out_root, "-o")  # the output folder is created, its parent never
     parts = partitions.select_shard(partitions.discover(source), shard)
     key = cutout_key(
         frames=frames,

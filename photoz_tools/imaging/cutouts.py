@@ -41,6 +41,7 @@ from photoz_tools.imaging.resample import (
     lanczos3,
     tan_to_tan,
 )
+from photoz_tools.paths import require_parent_folder
 from photoz_tools.sdss.frameindex import FrameIndex, FrameRef
 
 #: Some pixels of some band have no frame (filled, see ``fill``).
@@ -60,6 +61,9 @@ FLAG_NAMES = {
     FLAG_OFF_FRAME: "off_frame",
     FLAG_FETCH_FAILED: "fetch_failed",
 }
+
+RESAMPLERS = ("native", "swarp")
+FILLS = ("zero", "nan")  # the value of uncovered pixels
 
 #: galaxies resampled in one vectorised gather (bounds the 6x6-block buffer to ~40 MB)
 _GATHER_GALAXIES = 64
@@ -602,12 +606,9 @@ def cutout(
 
     log = log or (lambda m: None)
     warn = warn or (lambda m: None)
-    require_output_folder(output, "-o")
-    require_output_folder(preview, "--preview")
-    if resampler not in ("native", "swarp"):
-        raise PzError(f"--resampler {resampler}: use native or swarp")
-    if fill not in ("zero", "nan"):
-        raise PzError(f"--fill {fill}: use zero or nan")
+    require_parent_folder(output, "-o")
+    require_parent_folder(preview, "--preview")
+    check_choices(resampler, fill)
     if resampler == "swarp":
         from photoz_tools.imaging.swarp import swarp_binary
 
@@ -903,17 +904,11 @@ def cutout(
     return summary
 
 
-def require_output_folder(path: str | os.PathLike | None, option: str) -> None:
-    """The output rule (README): the folder that holds an output must exist; nothing creates
-    it. The same line as the command line's check (cli/checks.py)."""
-    if path is None or str(path) in ("-", ""):
-        return
-    text = str(path)
-    folder = os.path.dirname(os.path.abspath(text.rstrip(os.sep) or text))
-    if not os.path.isdir(folder):
-        raise PzUsageError(
-            f"{option} {text}: folder {folder} does not exist (create it first: mkdir -p {folder})"
-        )
+def check_choices(resampler: str, fill: str) -> None:
+    """PzUsageError for a --resampler or --fill value outside its choices (a usage error)."""
+    for option, value, choices in (("--resampler", resampler, RESAMPLERS), ("--fill", fill, FILLS)):
+        if value not in choices:
+            raise PzUsageError(f"{option} {value}: use {' or '.join(choices)}")
 
 
 def _require_numbers(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photoz_tools.errors import PzError, PzUsageError
+from photoz_tools.paths import require_parent_folder
 from photoz_tools.sdss import queries as Q
 from photoz_tools.sdss.skyserver import DEFAULT_RELEASE, DEFAULT_URL, SkyServer
 
@@ -119,7 +120,7 @@ class QueryJob:
         )
         self.key = hashlib.sha256(ident.encode()).hexdigest()
         if spool is not None:
-            _require_folder(spool, "--spool")
+            require_parent_folder(spool, "--spool")
         root = Path(spool) if spool is not None else default_spool_root() / self.key[:20]
         self.spool = root.absolute()
         self.requests = 0  # pages fetched by this run (not counting the resumed ones)
@@ -328,18 +329,6 @@ class QueryJob:
 
 SPOOL_FORMAT = "pz-query-spool-1"
 _SPOOL_FILE = re.compile(r"(manifest\.json(\.tmp)?|\w+\.done|\w+-p\d{6}\.(parquet|tmp))\Z")
-
-
-def _require_folder(path: str | os.PathLike, option: str) -> None:
-    """The output rule (README): a folder the user names (the resume folder) is created inside
-    an existing folder; nothing creates that one. The same line as the command line's check
-    (cli/checks.py). The default resume folders live in the user cache, created as caches are."""
-    text = str(path)
-    folder = os.path.dirname(os.path.abspath(text.rstrip(os.sep) or text))
-    if not os.path.isdir(folder):
-        raise PzUsageError(
-            f"{option} {text}: folder {folder} does not exist (create it first: mkdir -p {folder})"
-        )
 
 
 def _is_spool(folder: Path) -> bool:

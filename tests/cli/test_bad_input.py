@@ -1,12 +1,12 @@
 """Every bad input gets its one-line answer (issue 14), checked by cause, not by example.
 
-Commands run in-process (`common.run(app, argv)`), so that the whole file stays within seconds;
-one subprocess checks the closed pipe, which needs a real one. Nothing here imports TensorFlow.
+Commands run in-process (`common.run(app, argv)`, the `pz` fixture of conftest.py), so that the
+whole file stays within seconds; one subprocess checks the closed pipe, which needs a real one.
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -18,33 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from photoz_tools.cli import checks, common
+from photoz_tools.cli import checks, manpages
 from photoz_tools.errors import PzUsageError
 from photoz_tools.tables import to_arrow, write_table
 
-MODULES = {
-    "pz-query": "query",
-    "pz-cutout": "cutout",
-    "pz-pack": "pack",
-    "pz-train": "train",
-    "pz-predict": "predict",
-    "pz-score": "score",
-    "pz-mock": "mock",
-    "pz-import": "import_checkpoint",
-}
-
-
-@pytest.fixture
-def pz(capsys):
-    """`pz("pz-score", "x.parquet", "--bins", "3")` -> (exit status, stdout, stderr)."""
-
-    def run(command: str, *args: str) -> tuple[int, str, str]:
-        module = importlib.import_module(f"photoz_tools.cli.{MODULES[command]}")
-        code = common.run(module.app, [str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+COMMANDS = [f"pz-{c}" for c in manpages.COMMANDS]
 
 
 def one_line(err: str, command: str) -> str:
@@ -55,22 +33,21 @@ def one_line(err: str, command: str) -> str:
     return err
 
 
-def usage(result: tuple[int, str, str], command: str, *words: str) -> str:
+def _answer(result: tuple[int, str, str], command: str, status: int, words: tuple[str, ...]) -> str:
     code, _, err = result
-    assert code == 2, (code, err)
+    assert code == status, (code, err)
     err = one_line(err, command)
     for w in words:
         assert w in err, (w, err)
     return err
+
+
+def usage(result: tuple[int, str, str], command: str, *words: str) -> str:
+    return _answer(result, command, 2, words)
 
 
 def failure(result: tuple[int, str, str], command: str, *words: str) -> str:
-    code, _, err = result
-    assert code == 1, (code, err)
-    err = one_line(err, command)
-    for w in words:
-        assert w in err, (w, err)
-    return err
+    return _answer(result, command, 1, words)
 
 
 def table(path: Path, n: int = 4, image: tuple[int, ...] | None = (64, 64, 5), **cols) -> str:
@@ -86,7 +63,7 @@ def table(path: Path, n: int = 4, image: tuple[int, ...] | None = (64, 64, 5), *
 # --------------------------------------------------------------------------- (2) usage errors
 
 
-@pytest.mark.parametrize("command", MODULES)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_unknown_option_is_one_line(pz, command):
     err = usage(pz(command, "--bogus-option"), command, "no such option --bogus-option")
     assert err.endswith(f"({command} --help lists them)\n")
@@ -138,6 +115,8 @@ def test_help_and_version_still_exit_0(pz):
         ("pz-mock", ["--deep-fraction", "1.5", "-o", "x"], ["--deep-fraction 1.5", "<= 1"]),
         ("pz-mock", ["-n", "0", "-o", "x"], ["-n 0", ">= 1"]),
         ("pz-cutout", ["-j", "0"], ["-j 0", ">= 1"]),
+        ("pz-cutout", ["--fill", "banana"], ["--fill banana: use zero or nan"]),
+        ("pz-cutout", ["--resampler", "lanczos"], ["--resampler lanczos: use native or swarp"]),
         ("pz-pack", ["--validation", "-3"], ["--validation -3", ">= 0"]),
         ("pz-pack", ["--test-fold", "9"], ["--test-fold 9", "<= 4"]),
         ("pz-query", ["--release", "-3"], ["--release -3", ">= 1"]),
@@ -212,6 +191,35 @@ def test_cutout_output_name_checked_first(pz, tmp_path, output):
     usage(pz("pz-cutout", cat, "--frames", tmp_path, "-o", tmp_path / output), "pz-cutout", "-o")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no NAME.partial/
     assert not any((tmp_path / "existing").iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--format", "csv"], ["--format csv: CSV cannot hold the 'image' column"]),
+        (["--format", "votable", "-o", "-"], ["--format votable", "choose parquet or fits"]),
+        (["-o", "c.csv"], ["c.csv: a text table cannot hold the 'image' column"]),
+        (["-o", "c.ecsv"], ["c.ecsv", "end the name in .parquet"]),
+        (["--fill", "banana"], ["--fill banana"]),
+    ],
+)
+def test_cutout_refuses_what_cannot_be_written_before_any_work(
+    pz, tmp_path, monkeypatch, args, words
+):
+    """A text table cannot hold the image column: refused before a single galaxy is cut (the
+    cutting itself is replaced by a tripwire), exit 2, nothing written."""
+    from photoz_tools.imaging import cutouts
+
+    def tripwire(*a, **k):
+        raise AssertionError("cutout() ran")
+
+    monkeypatch.setattr(cutouts, "cutout", tripwire)
+    monkeypatch.chdir(tmp_path)
+    cat = table(tmp_path / "cat.parquet", image=None, ra=[150.0] * 4, dec=[2.0] * 4)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    err = usage(pz("pz-cutout", cat, "--frames", tmp_path, *args), "pz-cutout", *words)
+    assert "cutout() ran" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize(
@@ -345,18 +353,8 @@ def test_query_refuses_empty_selections_before_sending(pz, args, words, monkeypa
     usage(pz("pz-query", *args, "--show-sql"), "pz-query", *words)
 
 
-def test_every_fetch_failed_is_a_failure(tmp_path):
-    from photoz_tools.cli.cutout import _fail_if_every_fetch_failed
-    from photoz_tools.errors import PzError
-
-    out = tmp_path / "c.parquet"
-    out.write_bytes(b"blank cutouts")
-    summary = {"rows": 3, "frames_failed": 4, "flagged": {"fetch_failed": 3}}
-    with pytest.raises(PzError, match="no frame could be fetched for any of the 3 rows"):
-        _fail_if_every_fetch_failed(summary, str(out))
-    assert not out.exists()
-    _fail_if_every_fetch_failed({**summary, "flagged": {"fetch_failed": 2}}, str(out))
-    _fail_if_every_fetch_failed({**summary, "rows": 0}, str(out))
+# every frame download failing: tests/imaging/test_cutout_failures.py, end to end against the
+# SAS stand-in (test_cli_every_frame_failing_exits_1_with_one_line and the plain function's)
 
 
 # --------------------------------------------------------------------------- (8) words

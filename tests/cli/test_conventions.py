@@ -80,3 +80,33 @@ def test_man_pages_are_fresh():
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
+
+
+def _option_help(command: str, option: str) -> str:
+    import importlib
+
+    import typer.main
+
+    app = importlib.import_module(manpages.module_name(command)).app
+    cmd = typer.main.get_command(app)
+    (param,) = [p for p in cmd.params if option in getattr(p, "opts", ())]
+    return " ".join(param.help.split())
+
+
+def test_help_says_what_the_code_does():
+    """The help words that describe a rule are the rule's own numbers: pz-pack's pack_flags bits,
+    pz-score's truth range, pz-predict's bad inputs, pz-mock's dust map."""
+    from photoz_tools import dataset
+    from photoz_tools import metrics as M
+    from photoz_tools.cli import predict
+
+    bad = _option_help("pack", "--bad")
+    for bit, name in dataset.FLAG_NAMES.items():
+        words = {"NaN/inf pixels": "NaN/inf", "flagged by pz-cutout": "pz-cutout flag"}
+        assert f"{bit} {words.get(name, name)}" in bad, (bit, name, bad)
+    drop = _option_help("score", "--drop-nan")
+    assert f"< {M.Z_TRUTH_MIN:g} or > {M.Z_TRUTH_MAX:g}" in drop, drop
+    text = " ".join(predict.HELP.split())
+    for words in ("NaN/inf pixels", "a missing or negative ebv", "network overflows", "bit 1"):
+        assert words in text, words
+    assert "whole dust map" in _option_help("mock", "--ebv")

@@ -290,3 +290,47 @@ def test_a_text_truth_column_is_refused(tmp_path):
     cols["z"] = np.array([f"{v:.3f}" for v in cols["z"]])
     with pytest.raises(PzError, match=r"column 'z' \(--truth\) holds text values, not redshifts"):
         score(write(tmp_path, cols))
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def run_score(capsys, *args):
+    from photoz_tools.cli import common, score
+
+    code = common.run(score.app, [str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out, err
+
+
+def test_cli_writes_what_it_dropped_and_shows_what_it_excluded(tmp_path, capsys):
+    """pz-score -o records pz_score_dropped as the plain function does; the printed table gets an
+    'N excluded' column only where some cell left rows out (the std row leaves it blank, as N)."""
+    import pyarrow.parquet as pq
+
+    cols = table()
+    pdf, z = cols["pdf"].copy(), cols["z"].copy()
+    pdf[[0, 1, 2]] = np.nan  # unusable PDFs: excluded, counted per cell
+    z[[20, 21]] = [np.nan, 99.0]  # truth that cannot be scored: dropped with --drop-nan
+    path = write(tmp_path, {**cols, "pdf": pdf, "z": z})
+    out_file = tmp_path / "s.parquet"
+    out, _ = run_score(capsys, path, "--drop-nan", "--group", "fold", "-o", out_file)
+    t = pq.read_table(out_file)
+    assert json.loads(t.schema.metadata[b"pz_score_dropped"]) == {
+        "NaN/inf truth": 1,
+        "impossible truth": 1,
+    }
+    assert t.schema.metadata[b"pz_score_truth"] == b"z"
+    assert sum(t.column("N_excluded").to_pylist()[:3]) == 3  # the three folds
+    cells = {
+        line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+        for line in out.splitlines()
+        if line.startswith("|")
+    }
+    at = cells["fold"].index("N excluded")
+    assert cells["fold"][at - 1] == "N"
+    assert cells["mean"][at] == "3" and cells["std"][at] == ""  # the total, once
+    # nothing excluded: no such column on screen (the file keeps it, all zeros)
+    out, _ = run_score(capsys, write(tmp_path, table(), "clean.parquet"))
+    assert "N excluded" not in out and " N " in out

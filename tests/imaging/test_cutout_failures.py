@@ -209,3 +209,47 @@ def test_partitioned_output_folder_needs_its_parent(tmp_path, frames_dir):
         checks.output_folder(str(out), "-o", "cutouts folder")
     assert str(exc.value) == str(cli_exc.value)
     assert not (tmp_path / "no").exists()
+
+
+# --------------------------------------------------------------------------- option values
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"fill": "banana"}, "--fill banana: use zero or nan"),
+        ({"resampler": "lanczos"}, "--resampler lanczos: use native or swarp"),
+    ],
+)
+def test_bad_choices_are_usage_errors_in_both_functions(tmp_path, frames_dir, kw, words):
+    """A bad --fill or --resampler is a usage error (exit 2), before any partition or frame."""
+    from photoz_tools.imaging.cutout_partitions import cutout_partitioned
+
+    with pytest.raises(PzUsageError, match=words):
+        cutout(CAT, frames=frames_dir, workers=1, **kw)
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    pq.write_table(CAT, survey / "part-0.parquet")
+    with pytest.raises(PzUsageError, match=words):
+        cutout_partitioned(survey, tmp_path / "out", frames=frames_dir, workers=1, **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_row_catalogue_gives_zero_row_cutouts_with_the_full_schema(tmp_path):
+    """No row, no frame to fetch (the SAS URL is never contacted): a zero-row table with the
+    catalogue's columns, image, n_frames and cutout_flags, exit 0."""
+    empty = CAT.schema.empty_table()
+    out = tmp_path / "cut.parquet"
+    summary = cutout(
+        empty,
+        out,
+        frame_index=FRAMES,
+        sas_url="http://127.0.0.1:9",
+        cache=tmp_path / "cache",
+        workers=1,
+    )
+    assert summary["rows"] == 0
+    t = pq.read_table(out)
+    assert t.num_rows == 0
+    assert t.column_names == ["objID", "ra", "dec", "image", "n_frames", "cutout_flags"]
+    assert t.schema.field("image").type.shape == [64, 64, 5]

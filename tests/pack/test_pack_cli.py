@@ -103,6 +103,7 @@ def test_join_drops_bad_rows_and_counts(cli, cutouts_and_catalog, tmp_path):
     assert "5 cutouts without a catalogue row, 13 catalogue rows without a cutout" in err
     assert "1 NaN/inf pixels" in err and "1 flagged by pz-cutout" in err
     assert "1 missing band" in err
+    assert "dropped bad rows: " in err  # images, ebv and z alike (--bad flag keeps them)
     table_lines = [
         ln
         for ln in err.splitlines()
@@ -117,7 +118,10 @@ def test_join_drops_bad_rows_and_counts(cli, cutouts_and_catalog, tmp_path):
 
 def test_bad_flag_keeps_rows_with_their_reasons(cli, cutouts_and_catalog, tmp_path):
     cut, cat, objid_cut, _, _ = cutouts_and_catalog
-    run_ok(cli, str(cut), "-c", str(cat), "--bad", "flag", "-o", str(tmp_path / "ds.parquet"))
+    err = run_ok(
+        cli, str(cut), "-c", str(cat), "--bad", "flag", "-o", str(tmp_path / "ds.parquet")
+    ).stderr.decode()
+    assert "flagged bad rows in pack_flags: " in err
     t = pq.read_table(tmp_path / "ds.parquet", columns=["objID", "pack_flags"])
     flags = dict(
         zip(t.column("objID").to_pylist(), t.column("pack_flags").to_pylist(), strict=True)
