@@ -84,7 +84,7 @@ def _test_fold(text: str, folds: int) -> int | None:
 
 def _check_before_work(input: str, output: str, format: str | None) -> None:
     """The output name, --format and the image column's shape, before anything is read."""
-    checks.table_output(output, format)
+    checks.image_table_output(output, format)
     schema = checks.peek_schema(input)
     checks.image_column(schema, "image", (64, 64, 5), "", input, "pz-pack")
 

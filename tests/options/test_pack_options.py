@@ -108,7 +108,7 @@ def test_format_fits_on_stdout(pz, cutouts, tmp_path):
     assert got["fold"].tolist() == ref["fold"].tolist()
     # text formats cannot hold images: one line naming the column, nothing on stdout
     r = pz("pz-pack", str(cutouts["path"]), "--format", "ecsv", "-q")
-    assert r.returncode == 1 and r.stdout == b"" and b"'image'" in r.stderr
+    assert r.returncode == 2 and r.stdout == b"" and b"'image'" in r.stderr
     assert r.stderr.decode().count("\n") == 1
     r = pz("pz-pack", str(cutouts["path"]), "--format", "nosuch", "-q")
     assert r.returncode == 2 and b"--format" in r.stderr
