@@ -30,14 +30,20 @@ BANDS = "ugriz"
 
 
 def features(
-    table, errors: bool = False, prefix: str = "dered_petro_", size: bool = False
+    table, errors: bool = False, prefix: str = "dered_petro_", size: bool | str = False
 ) -> np.ndarray:
+    """Magnitudes + colours (+ errors) (+ log size: True = the truth r50_true, or a column).
+
+    The baselines read only what a survey catalogue has (pz-mock measures dered_petro_*,
+    petroMagErr_* and petroR50_r from its frames); the truth (true_mag_*, r50_true) is read
+    by the oracles alone."""
     mags = np.column_stack([table[f"{prefix}{b}"].to_numpy() for b in BANDS])
     cols = [mags, -np.diff(mags, axis=1)]
     if errors:
         cols.append(np.column_stack([table[f"petroMagErr_{b}"].to_numpy() for b in BANDS]))
     if size:
-        cols.append(np.log10(table["r50_true"].to_numpy())[:, None])
+        name = "r50_true" if size is True else size
+        cols.append(np.log10(np.clip(table[name].to_numpy(), 0.05, None))[:, None])
     return np.column_stack(cols)
 
 
@@ -131,6 +137,11 @@ def main() -> None:
         if not errors:
             zll = local_linear(xtr, ztrain, xte)
             lines.append(row(f"local linear regression on {what} (Beck+16, k=100)", zll, z))
+    if "petroR50_r" in train.column_names and "petroR50_r" in test.column_names:
+        size = "petroR50_r"
+        xtr, xte = scaled(features(train, size=size), features(test, size=size))
+        what = "magnitudes + colours + catalogue log petroR50_r"
+        lines.append(row(f"kNN on {what} (sklearn, k=15)", knn(xtr, ztrain, xte), z))
     crps = None
     if pred is not None and "pdf" in pred.column_names:
         from photoz_tools import pdf as pzpdf

@@ -4,6 +4,10 @@
 # SDSS_MGS.train / SDSS_MGS.test halves, 5,000 each); every training row is rendered REPEAT times
 # (new shape, size draw, inclination, E(B-V), position, noise), every test row once, on a sky of
 # its own with another seed, so no test galaxy's photometry is ever trained on.
+# Since issue 12 each row keeps its z while its intrinsic ugriz is drawn from the deconvolved model
+# given z and its measured r, and the catalogues' dered_petro_* / petroMagErr_* are Petrosian
+# photometry measured from the rendered frames (true_mag_*, r50_true hold the truth), so the
+# baselines of step 4 read a measured catalogue and the oracles the truth.
 #
 # Resumable: every step is skipped when its output exists, pz-mock keeps the frames it wrote,
 # pz-cutout resumes from OUTPUT.partial/ and pz-train from its checkpoints.  Rerun after a kill.

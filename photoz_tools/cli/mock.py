@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from photoz_tools.cli.checks import bounds, output_folder
+from photoz_tools.cli.checks import bounds, one_of, output_folder
 from photoz_tools.cli.common import (
     DebugOpt,
     QuietOpt,
@@ -27,6 +27,7 @@ from photoz_tools.cli.common import (
     progress,
     prose,
     state,
+    warn,
 )
 from photoz_tools.errors import PzUsageError
 
@@ -34,18 +35,25 @@ HELP = prose("""\
 Simulate an SDSS-like imaging survey of Main Galaxy Sample galaxies, in the archive's own
 formats, so every other pz-* command runs on it unchanged.
 
-Galaxies take z and ugriz from --photometry (the real MGS photometry, or any pz-query output)
-or from a colour-magnitude-redshift model the package ships (fitted to the real MGS). Each is
-drawn with GalSim as a bulge (Sersic n=4) + disk (n=1) whose total flux per band is its
-magnitude, sized by a size-luminosity relation and its angular-diameter distance, with random
-b/a and angle, redder bulges than disks, and Galactic extinction from a smooth E(B-V) map.
-Frames are SDSS corrected frames (2048x1489, nanomaggies, TAN WCS, HDU1-3 calib/sky/astrometry)
-with per-band seeing, sky noise and gain, fainter neighbours and stars; --deep-fraction puts
-galaxies in a "Stripe 82" region observed by --epochs runs.
+Intrinsic galaxies come from a colour-magnitude-redshift model fitted to the real MGS by
+extreme deconvolution of its listed errors (with --photometry: each row's z, with colours drawn
+from that model given z and the row's r; --photometry-mode as-measured renders the row's
+measured magnitudes instead). One latent type drives colour and shape: bulge-to-total, a de
+Vaucouleurs bulge and an exponential disk, Shen et al. (2003) sizes, drawn with GalSim at their
+angular-diameter distance, with random b/a and angle, and Galactic extinction from a smooth
+E(B-V) map. Frames are SDSS corrected frames (2048x1489, nanomaggies, TAN WCS, HDU1-3
+calib/sky/astrometry) with per-band seeing, sky noise and gain, fainter neighbours and stars;
+--deep-fraction puts galaxies in a "Stripe 82" region observed by --epochs runs.
+
+The catalogue is measured from the rendered frames, as on the sky: its dered_petro_* and
+petroMagErr_* are SDSS Petrosian photometry (r_P from the r band, flux within 2 r_P in every band)
+with the neighbours, sky noise and PSF of the frames; the truth stays in true_mag_* (total,
+dereddened) and r50_true.
 
 Writes into --out DIR: catalog.parquet (pz-query's columns plus the truth), frames.parquet (the
-frame index), frames/301/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2 and mock.json. Seeded
-and reproducible; a rerun with the same options resumes.
+frame index), frames/301/RUN/CAMCOL/frame-BAND-RUN6-CAMCOL-FIELD4.fits.bz2, the per-field
+photometry under photometry/ and mock.json. Seeded and reproducible; a rerun with the same
+options resumes.
 """)
 EXAMPLES = """\
 [bold]Examples[/bold]
@@ -170,6 +178,17 @@ def mock_cmd(
             show_default=False,
         ),
     ] = None,
+    photometry_mode: Annotated[
+        str,
+        typer.Option(
+            "--photometry-mode",
+            help="With --photometry: 'conditioned' keeps each row's z and draws its intrinsic "
+            "ugriz from the shipped error-deconvolved model given z and the row's measured r; "
+            "'as-measured' renders the row's measured magnitudes as the truth (the mock before "
+            "issue 12: the catalogue's own noise frozen into the truth).",
+            callback=one_of("conditioned", "as-measured"),
+        ),
+    ] = "conditioned",
     repeat: Annotated[
         int,
         typer.Option(
@@ -272,6 +291,7 @@ def mock_cmd(
             out,
             n=n,
             photometry=photometry,
+            photometry_mode=photometry_mode,
             seed=seed,
             per_field=per_field,
             neighbours=neighbours,
@@ -286,6 +306,8 @@ def mock_cmd(
             command=command_line(),
             progress=report,
         )
+    if res.skipped:
+        warn(res.skipped)
     if no_frames:
         rate = "catalogue only"
     elif res.frames_written < res.n_frames:

@@ -9,6 +9,8 @@ astrometric offset, so pz-cutout has several frames per band to combine there.
 Everything is drawn from one seed: the catalogue and frames are identical whatever `jobs` is.
 Frames are rendered field by field in worker processes (fork), written atomically, and a
 rerun with the same parameters keeps the frames already written (resume after a kill).
+The catalogue's photometry is measured from those frames in the same workers (measure.py;
+per-field results kept under photometry/ for resume), so the catalogue is written last.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 from photoz_tools import __version__
 from photoz_tools.errors import PzError, PzUsageError
 from photoz_tools.mock import frames as fr
-from photoz_tools.mock import render
-from photoz_tools.mock.photometry import Photometry, load_model, read_photometry
+from photoz_tools.mock import measure, render
+from photoz_tools.mock.photometry import Photometry, load_model, read_photometry, skipped_line
 
 CAMCOL_STEP = 1920  # pixels between camcol centres (2048 wide: 128 pixels of overlap)
 EDGE_MARGIN = 110  # pixels kept free at the region's outer edges (cutouts + epoch offsets)
@@ -159,6 +161,8 @@ class _Sky:
     out: Path
     compress: bool
     conditions: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]
+    primary: tuple[np.ndarray, np.ndarray, np.ndarray]  # run, camcol, field of catalogue rows
+    n_cat: int  # galaxies[:n_cat] are the catalogue's
 
 
 _SKY: _Sky | None = None  # set before forking the workers
@@ -184,7 +188,8 @@ def frame_specs(
     dx, dy = reg.offsets[k]
     specs = []
     for b in range(5):
-        bx, by = rng.uniform(-BAND_JITTER, BAND_JITTER, 2)
+        # whole pixels: the bands of a field stack without resampling for the photometry
+        bx, by = np.rint(rng.uniform(-BAND_JITTER, BAND_JITTER, 2))
         specs.append(
             fr.FrameSpec(
                 run=run,
@@ -202,28 +207,59 @@ def frame_specs(
     return specs
 
 
-def _render_field(task: tuple[int, int, int, int]) -> int:
-    """Render and write the five frames of one field of one run; returns frames written."""
+def _field_photometry_path(sky: _Sky, run: int, camcol: int, fld: int) -> Path:
+    return sky.out / "photometry" / f"{run:06d}-{camcol}-{fld:04d}.npz"
+
+
+def _render_field(task: tuple[int, int, int, int]) -> tuple[tuple, int, dict | None]:
+    """Render and write the five frames of one field of one run, and measure the catalogue
+    galaxies whose primary field it is (first run only). Returns (task, frames written,
+    measurements or None); the measurements are also kept beside the frames, for resume."""
     import galsim
 
     sky = _SKY
     assert sky is not None
     ri, k, camcol, fld = task
     reg = sky.regions[ri]
+    run = reg.runs[k]
+    mine = (
+        np.flatnonzero(
+            (sky.primary[0] == run) & (sky.primary[1] == camcol) & (sky.primary[2] == fld)
+        )
+        if k == 0
+        else np.empty(0, np.int64)
+    )
+    saved = _field_photometry_path(sky, run, camcol, fld)
+    specs = frame_specs(reg, k, camcol, fld, sky.seed, sky.conditions)
+    paths = [sky.out / s.relpath() for s in specs]
+    if not sky.compress:
+        paths = [p.with_suffix("") for p in paths]
+    measuring = k == 0
+    if measuring and saved.exists() and all(p.exists() for p in paths):
+        with np.load(saved) as f:
+            return task, 0, {key: f[key] for key in f.files}
     written = 0
     gal, st = sky.galaxies, sky.stars
     gflux, sflux = gal.flux, st.flux
-    for spec in frame_specs(reg, k, camcol, fld, sky.seed, sky.conditions):
-        path = sky.out / spec.relpath()
-        if not sky.compress:
-            path = path.with_suffix("")
-        if path.exists():
+    residuals, xs, ys, stamps = [], [], [], [[] for _ in mine]
+    slot = {int(i): j for j, i in enumerate(mine)}
+    labels = best = None
+    for spec, path in zip(specs, paths, strict=True):
+        b = spec.band
+        gx, gy = fr.world_to_pixel(spec, gal.ra, gal.dec)
+        xs.append(gx[mine] - 1.0)
+        ys.append(gy[mine] - 1.0)
+        if path.exists() and not measuring:
             continue
         wcs = fr.galsim_wcs(spec)
         image = galsim.ImageF(fr.NAXIS1, fr.NAXIS2, wcs=wcs)
         psf = render.psf_object(spec.fwhm)
-        b = spec.band
-        gx, gy = fr.world_to_pixel(spec, gal.ra, gal.dec)
+        seg = None
+        cat_model = np.zeros((fr.NAXIS2, fr.NAXIS1), np.float32) if measuring else None
+        if measuring and b == 2:  # the segmentation map, on the r frame's grid
+            labels = np.zeros((fr.NAXIS2, fr.NAXIS1), np.int32)
+            best = np.zeros((fr.NAXIS2, fr.NAXIS1), np.float32)
+            threshold = measure.SEGMENT_SIGMA * measure.sky_sigma(spec)
         near = (
             (gx > -DRAW_PAD)
             & (gx < fr.NAXIS1 + DRAW_PAD)
@@ -243,7 +279,17 @@ def _render_field(task: tuple[int, int, int, int]) -> int:
         )
         for i in np.flatnonzero(inside):
             obj = render.galaxy_object(gal, int(i), b, float(gflux[i, b]))
-            render.draw_object(image, obj, psf, float(gx[i]), float(gy[i]), wcs, int(sizes[i]))
+            catalogued = i < sky.n_cat
+            if labels is not None and b == 2:  # footprints of the uncatalogued objects
+                seg = None if catalogued else (labels, best, int(i) + 1, threshold)
+            stamp = render.draw_object(
+                image, obj, psf, float(gx[i]), float(gy[i]), wcs, int(sizes[i]), seg
+            )
+            if cat_model is not None and catalogued:
+                x0, y0 = stamp.bounds.xmin - 1, stamp.bounds.ymin - 1
+                measure.add_stamp(cat_model, stamp.array, x0, y0)
+                if int(i) in slot:
+                    stamps[slot[int(i)]].append((stamp.array.copy(), x0, y0))
         sx, sy = fr.world_to_pixel(spec, st.ra, st.dec)
         ssize = np.where(sflux[:, b] < 100, 48, np.where(sflux[:, b] < 3000, 96, 192))
         inside = (
@@ -255,13 +301,45 @@ def _render_field(task: tuple[int, int, int, int]) -> int:
         for i in np.flatnonzero(inside):
             f = float(sflux[i, b])
             size = int(ssize[i])
-            render.draw_object(image, psf.withFlux(f), None, float(sx[i]), float(sy[i]), wcs, size)
+            if labels is not None and b == 2:
+                seg = (labels, best, len(gal) + int(i) + 1, threshold)
+            render.draw_object(
+                image, psf.withFlux(f), None, float(sx[i]), float(sy[i]), wcs, size, seg
+            )
         rng = np.random.default_rng([sky.seed, spec.run, camcol, fld, 3, b])
         calib = fr.flat_field(b, camcol)
         noisy = fr.add_noise(image.array, spec, calib, rng)
         fr.write_frame(path, noisy, spec, rng, compress=sky.compress)
         written += 1
-    return written
+        if cat_model is not None:  # the pixels as the file holds them, less the catalogue
+            residuals.append(fr.truncate_mantissa(noisy) - cat_model)
+    if not measuring:
+        return task, written, None
+    meas = _measure(mine, residuals, stamps, xs, ys, labels, best, threshold, specs, gal)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_name(f".tmp-{saved.name}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **meas)
+    os.replace(tmp, saved)
+    return task, written, meas
+
+
+def _measure(mine, residuals, stamps, xs, ys, labels, best, threshold, specs, gal) -> dict:
+    """Stack the five bands on the r grid (whole-pixel offsets) and measure the catalogue."""
+    stack = np.empty((5, fr.NAXIS2, fr.NAXIS1), np.float32)
+    for b in range(5):
+        dx = int(np.rint(np.median(xs[b] - xs[2]))) if len(mine) else 0
+        dy = int(np.rint(np.median(ys[b] - ys[2]))) if len(mine) else 0
+        stack[b] = measure.shift_into(residuals[b], dx, dy)
+        for st in stamps:
+            a, x0, y0 = st[b]
+            st[b] = (a, x0 - dx, y0 - dy)
+    size = render.stamp_sizes(gal.take(mine), 2, specs[2].fwhm) if len(mine) else np.zeros(0)
+    meas = measure.measure_catalogued(
+        stack, stamps, xs[2], ys[2], labels, best, threshold, specs, np.maximum(size / 2, 40.0)
+    )
+    meas["index"] = mine
+    return meas
 
 
 def _obj_ids(run: np.ndarray, camcol: np.ndarray, fld: np.ndarray) -> np.ndarray:
@@ -299,6 +377,7 @@ def _knn_zphot(
     from scipy.spatial import cKDTree
 
     x = np.column_stack([mag[:, 2], -np.diff(mag, axis=1)])
+    x = np.where(np.isfinite(x), x, np.nanmean(x, axis=0))  # a failed measurement: no pull
     x = (x - x.mean(0)) / x.std(0)
     reps = int(np.bincount(group).max()) if len(group) else 1
     kk = min(len(z), k + reps)
@@ -312,6 +391,17 @@ def _knn_zphot(
     return np.nanmean(zz, axis=1), np.nanstd(zz, axis=1)
 
 
+def _primary(gal: render.Galaxies, regions: list[Region], region_of: np.ndarray):
+    """run, camcol, field whose unique area holds each catalogue galaxy (its first run)."""
+    n = len(region_of)
+    run, cam, fld = (np.empty(n, np.int64) for _ in range(3))
+    for ri, reg in enumerate(regions):
+        sel = region_of == ri
+        c, f = reg.primary(gal.ra[sel], gal.dec[sel])
+        run[sel], cam[sel], fld[sel] = reg.runs[0], c, f
+    return run, cam, fld
+
+
 def _catalogue(
     phot: Photometry,
     gal: render.Galaxies,
@@ -320,29 +410,36 @@ def _catalogue(
     conditions,
     seed: int,
     rng: np.random.Generator,
+    measured: dict[str, np.ndarray] | None = None,
 ):
-    """The pz-query columns (plus the truth a simulation knows) as an Arrow table."""
+    """The pz-query columns (plus the truth a simulation knows) as an Arrow table.
+
+    `measured`: the Petrosian photometry of the frames (flux, flux_err, petro_rad, petro_r50,
+    flags per catalogue row). Without frames there is nothing to measure: the magnitudes are
+    then the intrinsic Petrosian ones plus noise drawn from the real error law.
+    """
     import pyarrow as pa
 
     from photoz_tools.sdss.queries import MGS_UNITS
 
     n = len(phot)
-    run = np.empty(n, np.int64)
-    cam = np.empty(n, np.int64)
-    fld = np.empty(n, np.int64)
-    for ri, reg in enumerate(regions):
-        sel = region_of == ri
-        c, f = reg.primary(gal.ra[sel], gal.dec[sel])
-        run[sel], cam[sel], fld[sel] = reg.runs[0], c, f
+    run, cam, fld = _primary(gal, regions, region_of)
     fwhm = np.empty((n, 5))
     sky_nmgy = np.empty((n, 5))
     for j in range(n):
         fw, sk = conditions[(int(run[j]), int(cam[j]), int(fld[j]))]
         fwhm[j] = fw
         sky_nmgy[j] = sk * fr.NMGY / 0.396**2
-    err = phot.err
-    dered = phot.mag + err * rng.standard_normal(err.shape)
     ext = gal.extinction
+    if measured is None:
+        err = phot.err
+        dered = phot.mag + err * rng.standard_normal(err.shape)
+        petro_rad = petro_r50 = np.full(n, np.nan)
+        flags = np.zeros(n, np.int64)
+    else:
+        dered, err = measure.catalogue_magnitudes(measured["flux"], measured["flux_err"], ext)
+        petro_rad, petro_r50 = measured["petro_rad"], measured["petro_r50"]
+        flags = measured["flags"]
     zphot_b16, zphot_b16_err = _knn_zphot(dered, phot.z, phot.source_row)
     cols: dict[str, np.ndarray] = {
         "specObjID": _spec_ids(n, seed),
@@ -360,6 +457,9 @@ def _catalogue(
         cols[f"extinction_{b}"] = ext[:, k]
     cols["ebv"] = gal.ebv
     cols["ba"] = gal.ba
+    cols["petroRad_r"] = petro_rad
+    cols["petroR50_r"] = petro_r50
+    cols["flags"] = flags
     for k, b in enumerate("ugriz"):
         cols[f"psfFWHM_{b}"] = fwhm[:, k]
     for k, b in enumerate("ugriz"):
@@ -382,11 +482,18 @@ def _catalogue(
         {
             "r50_true": gal.r50,
             "bulge_frac_r": gal.bulge_frac[:, 2],
+            "early_type": gal.early,
             "source_row": phot.source_row,
             "region": np.array([regions[i].name for i in region_of]),
         }
     )
-    units = {**MGS_UNITS, "r50_true": "arcsec", **{f"true_mag_{b}": "mag" for b in "ugriz"}}
+    units = {
+        **MGS_UNITS,
+        "r50_true": "arcsec",
+        "petroRad_r": "arcsec",
+        "petroR50_r": "arcsec",
+        **{f"true_mag_{b}": "mag" for b in "ugriz"},
+    }
     fields = []
     arrays = []
     for name, v in cols.items():
@@ -460,6 +567,7 @@ class MockResult:
     density_deg2: float
     seconds: float
     manifest: dict
+    skipped: str | None = None  # a line naming the photometry rows left out, if any
 
 
 def mock(
@@ -480,6 +588,7 @@ def mock(
     frames: bool = True,
     command: str = "",
     progress: Callable[[int, int], None] | None = None,
+    photometry_mode: str = "conditioned",
 ) -> MockResult:
     """Simulate an SDSS-like survey into folder `out` and return what was made.
 
@@ -493,6 +602,14 @@ def mock(
     repeat : render each photometry row this many times (new shape, position, E(B-V), noise).
     deep_fraction, epochs : share of galaxies in the deep "Stripe 82" region, and its runs.
     progress : called with (frames done, frames total) as fields finish.
+    photometry_mode : with `photometry`, "conditioned" (default): each row keeps its z (and
+        its place in a split) and its intrinsic ugriz is drawn from the shipped deconvolved
+        model given that z and an intrinsic r drawn given the row's measured r and error, so
+        no row's measurement noise is frozen into the truth; "as-measured": render the row's
+        measured magnitudes as the truth (the behaviour before issue 12).
+
+    The catalogue's dered_petro_* and petroMagErr_* are measured from the rendered frames
+    (measure.py); the truth is in true_mag_* and r50_true.
     """
     import time
 
@@ -502,9 +619,13 @@ def mock(
         raise PzUsageError(
             "--per-field must be > 0, --repeat and --epochs >= 1, --deep-fraction within 0..1"
         )
+    if photometry_mode not in ("conditioned", "as-measured"):
+        raise PzUsageError("photometry_mode must be 'conditioned' or 'as-measured'")
     rng = np.random.default_rng([seed, 0])
+    skipped = None
     if photometry is not None:
         phot = read_photometry(photometry)
+        skipped = skipped_line(str(photometry), phot)
         if n is not None and n != len(phot):  # a subset, or resampled rows when n is larger
             phot = phot.take(np.sort(rng.choice(len(phot), n, replace=n > len(phot))))
         source = str(photometry)
@@ -518,6 +639,9 @@ def mock(
         raise PzUsageError("nothing to render: -n must be at least 1")
     order = rng.permutation(ntot)
     phot = phot.take(order)  # repeats scattered over the sky
+    if photometry is not None and photometry_mode == "conditioned":
+        mag = load_model().sample_given(phot.z, phot.mag[:, 2], phot.err[:, 2], rng)
+        phot = Photometry(phot.z, mag, phot.err, phot.source_row, phot.skipped)
     n_deep = int(round(deep_fraction * ntot))
     in_deep = np.zeros(ntot, bool)
     in_deep[:n_deep] = True
@@ -573,7 +697,6 @@ def mock(
                 base.mag + dm[:, None],
                 _ebv_field(nra, ndec, reg.ebv_median, seed),
                 rng,
-                size_scale=10 ** (-0.12 * dm),
             )
         )
         st_parts.append(
@@ -606,6 +729,7 @@ def mock(
         "epochs": epochs,
         "ebv_median": ebv_median,
         "compress": compress,
+        "photometry_mode": photometry_mode if photometry is not None else "model",
     }
     manifest = {
         "tool": f"photoz-tools {__version__}",
@@ -616,48 +740,58 @@ def mock(
         "density_deg2": ntot / area,
         "catalog": catalog,
         "frames_index": "frames.parquet",
+        "catalog_photometry": "measured from the frames" if frames else "intrinsic + drawn errors",
+        "photometry_rows_skipped": phot.skipped,
     }
     _prepare(out, manifest)
     from photoz_tools.tables import provenance_metadata, write_table
 
     prov = provenance_metadata(command or "photoz_tools.mock.mock()", [source])
-    table = _catalogue(
-        phot, gal, regions, region_of, conditions, seed, np.random.default_rng([seed, 9])
-    )
     meta = {"pz_mock": json.dumps({"seed": seed, "density_deg2": ntot / area})}
-    write_table(table, out / catalog, metadata=meta, provenance=prov)
     write_table(
         _frame_index(regions, seed, conditions),
         out / "frames.parquet",
         metadata=meta,
         provenance=prov,
     )
-
+    primary = _primary(gal, regions, region_of)
     written = 0
+    measured = None
     if frames:
         global _SKY
-        _SKY = _Sky(allgal, allstars, regions, seed, out, compress, conditions)
+        _SKY = _Sky(allgal, allstars, regions, seed, out, compress, conditions, primary, ntot)
         total = 5 * len(tasks)
         jobs = jobs or os.cpu_count() or 1
         done = 0
+        parts = []
         try:
             if jobs == 1 or len(tasks) == 1:
-                for t in tasks:
-                    written += _render_field(t)
-                    done += 5
-                    if progress:
-                        progress(done, total)
+                results = map(_render_field, tasks)
+                pool = None
             else:
                 import multiprocessing as mp
 
-                with mp.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-                    for w in pool.imap_unordered(_render_field, tasks):
-                        written += w
-                        done += 5
-                        if progress:
-                            progress(done, total)
+                pool = mp.get_context("fork").Pool(min(jobs, len(tasks)))
+                results = pool.imap_unordered(_render_field, tasks)
+            try:
+                for _, w, meas in results:
+                    written += w
+                    done += 5
+                    if meas is not None:
+                        parts.append(meas)
+                    if progress:
+                        progress(done, total)
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
         finally:
             _SKY = None
+        measured = _assemble(parts, ntot)
+    table = _catalogue(
+        phot, gal, regions, region_of, conditions, seed, np.random.default_rng([seed, 9]), measured
+    )
+    write_table(table, out / catalog, metadata=meta, provenance=prov)
     seconds = time.perf_counter() - t0
     return MockResult(
         out,
@@ -671,7 +805,24 @@ def mock(
         ntot / area,
         seconds,
         manifest,
+        skipped,
     )
+
+
+def _assemble(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
+    """Per-field measurements back in catalogue order (whatever order the workers finished)."""
+    out: dict[str, np.ndarray] = {}
+    for part in parts:
+        idx = part["index"]
+        for key, v in part.items():
+            if key == "index":
+                continue
+            if key not in out:
+                out[key] = np.full(
+                    (n, *v.shape[1:]), -1 if v.dtype.kind == "i" else np.nan, v.dtype
+                )
+            out[key][idx] = v
+    return out
 
 
 def _concat_galaxies(parts: list[render.Galaxies]) -> render.Galaxies:

@@ -77,3 +77,45 @@ def test_photoz_tools_mock_is_the_plain_function(tmp_path: Path):
 
     res = photoz_tools.mock(tmp_path / "m", n=5, per_field=5, frames=False)
     assert res.n_galaxies == 5 and (tmp_path / "m" / "catalog.parquet").is_file()
+
+
+def test_photometry_modes_and_the_rows_left_out(cli, tmp_path: Path):
+    """--photometry-mode as-measured renders the rows' magnitudes as the truth; conditioned (the
+    default) keeps each row's z and draws new colours; a row with no z is counted on stderr."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    n = 12
+    cols = {"specObjID": np.arange(n), "z": rng.uniform(0.03, 0.2, n)}
+    cols["z"][4] = np.nan
+    for k, b in enumerate("ugriz"):
+        cols[f"dered_petro_{b}"] = 18.5 - 0.5 * k + rng.normal(0, 0.3, n)
+    pq.write_table(pa.table(cols), tmp_path / "q.parquet")
+    got = {}
+    for mode in ("as-measured", "conditioned"):
+        out = tmp_path / mode
+        args = ["--photometry", str(tmp_path / "q.parquet"), "--photometry-mode", mode]
+        r = cli("pz-mock", *args, "--catalog-only", "--per-field", "20", "-o", str(out))
+        assert r.returncode == 0, r.stderr.decode()
+        assert b"1 rows left out (1 with z not finite)" in r.stderr or b"1 row" in r.stderr
+        got[mode] = pq.read_table(out / "catalog.parquet").to_pandas().sort_values("z")
+    keep = np.isfinite(cols["z"])
+    z = np.sort(cols["z"][keep])
+    order = np.argsort(cols["z"][keep])
+    for mode, t in got.items():
+        assert len(t) == n - 1 and np.allclose(t["z"], z, atol=1e-6), mode
+
+    def offset(mode: str, band: str) -> np.ndarray:  # true (total) - the row's magnitude
+        return got[mode][f"true_mag_{band}"].to_numpy() - cols[f"dered_petro_{band}"][keep][order]
+
+    # as-measured: the rows' (Petrosian) magnitudes are the truth, made total: brighter by the
+    # light outside 2 r_P (0-7 %, more for de Vaucouleurs profiles)
+    for band in "ugriz":
+        assert ((offset("as-measured", band) <= 0) & (offset("as-measured", band) > -0.08)).all()
+    # conditioned: r follows the row's r, the other colours are drawn anew
+    assert (np.abs(offset("conditioned", "r")) < 0.15).all()
+    assert np.median(np.abs(offset("conditioned", "g"))) > 0.08
+    bad = cli("pz-mock", "--photometry-mode", "guess", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 2 and b"--photometry-mode" in bad.stderr

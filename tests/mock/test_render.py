@@ -26,9 +26,7 @@ def test_flux_per_band_matches_the_magnitude_to_one_percent():
     gal = _galaxies()
     for i in range(len(gal)):
         for b in range(5):
-            size = max(
-                256, render.stamp_size(gal.hlr_bulge[i], gal.hlr_disk[i], gal.bulge_frac[i, b], 1.4)
-            )
+            size = render.stamp_sizes(gal.take(np.array([i])), b, 1.4)[0]
             stamp = render.render_stamp(gal, i, b, fwhm=1.4, size=size)
             expected = 10 ** (-0.4 * (gal.mag[i, b] + gal.extinction[i, b] - 22.5))
             assert stamp.sum() == pytest.approx(expected, rel=0.01), (i, "ugriz"[b])
