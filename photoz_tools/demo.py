@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "what the table means: zphot is the CNN trained on this demo's few thousand galaxies, "
         "zphot_b16 the catalogue's kNN on its measured magnitudes; at this training size the "
         "CNN is not expected to beat the kNN (the paper's own 10k-galaxy run did not either: "
-        "its advantage needs ~10^5 training galaxies; see BENCHMARKS.md)"
+        "its advantage came with its full ~400,000-galaxy training set; see BENCHMARKS.md)"
     )
     total = time.perf_counter() - t0
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
