@@ -113,11 +113,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{path}: not a model bundle (no {MANIFEST}); train one with pz-train")
     try:
         manifest = json.loads(mpath.read_text())
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise BundleError(f"{mpath}: unreadable manifest ({exc})") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: not a photoz-tools model bundle manifest")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{mpath}: format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{path}: bundle format {manifest.get('format_version')} is newer than "
             f"this photoz-tools understands ({FORMAT_VERSION}); upgrade photoz-tools"
@@ -134,11 +137,9 @@ def verify(path: str | Path, manifest: dict[str, Any] | None = None) -> None:
     """Refuse a bundle whose member files are missing or differ from their recorded sha256."""
     path = Path(path)
     manifest = manifest if manifest is not None else read_manifest(path)
-    members = manifest.get("members") or []
-    if not members:
-        raise BundleError(f"{path}: the manifest lists no members")
+    members = _members(path, manifest)
     for m in members:
-        f = path / m["file"]
+        f = member_path(path, m["file"])
         if not f.is_file():
             raise BundleError(f"{path}: member {m['file']} is missing; retrain or restore it")
         digest = sha256_file(f)
@@ -150,26 +151,129 @@ def verify(path: str | Path, manifest: dict[str, Any] | None = None) -> None:
             )
 
 
+def _members(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's member entries, each with a str `file` and a 64-hex `sha256`."""
+    members = manifest.get("members")
+    if not members:
+        raise BundleError(f"{path}: the manifest lists no members")
+    if not isinstance(members, list):
+        raise BundleError(f"{path}: the manifest's members are not a list")
+    for m in members:
+        ok = (
+            isinstance(m, dict)
+            and isinstance(m.get("file"), str)
+            and isinstance(m.get("sha256"), str)
+            and len(m["sha256"]) == 64
+        )
+        if not ok:
+            raise BundleError(
+                f"{path}: a member entry of {MANIFEST} lacks its file name or sha256 ({m!r:.80})"
+            )
+    return members
+
+
+def member_path(path: Path, name: str) -> Path:
+    """`path / name`, refusing a name that could reach outside the bundle folder.
+
+    A manifest is data from whoever made the bundle: ``../x``, ``/etc/x``, a sub-folder or a
+    symbolic link out of the folder would let it hash or load a file it does not own.
+    """
+    plain = name == os.path.basename(name) and name not in ("", ".", "..") and "\\" not in name
+    if not plain or os.path.isabs(name) or any(ord(c) < 32 for c in name):
+        raise BundleError(
+            f"{path}: member file {name!r} in {MANIFEST} is not a plain file name in the "
+            "bundle folder; the manifest was altered"
+        )
+    f = path / name
+    if f.is_symlink() and not f.resolve().is_relative_to(path.resolve()):
+        raise BundleError(f"{path}: member {name} is a link out of the bundle folder; refused")
+    return f
+
+
+#: what a Keras 3 ``.keras`` archive holds; anything else (a pickle, code) is refused
+KERAS_ARCHIVE_FILES = {"config.json", "metadata.json", "model.weights.h5"}
+_SAFE_MODULES = ("keras", "photoz_tools.")
+_CODE_CLASSES = {"Lambda", "TFOpLambda", "__lambda__", "function", "__python_function__"}
+
+
+def check_member_archive(f: Path) -> None:
+    """Refuse a member that is not a plain Keras archive of known layers, before Keras reads it.
+
+    Keras' safe mode refuses lambdas' bytecode, but a Lambda layer naming a registered function,
+    or a custom class from any importable module, would still run foreign code: only Keras'
+    own classes and photoz-tools' are accepted, and no file beside config, metadata and weights.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+            extra = sorted(names - KERAS_ARCHIVE_FILES)
+            if extra or "config.json" not in names:
+                what = f"unexpected files {extra[:3]}" if extra else "no config.json"
+                raise BundleError(f"{f}: not a plain Keras model archive ({what}); refused")
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"{f}: not a readable Keras model archive ({exc})") from None
+    bad = _foreign_classes(config)
+    if bad:
+        raise BundleError(
+            f"{f}: holds {bad} (code, not layers); photoz-tools loads only Keras' own layers "
+            "and its own: refused"
+        )
+
+
+def _foreign_classes(node: Any) -> str | None:
+    """The first layer or object in a Keras config that is code or comes from a foreign module."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        cls = item.get("class_name")
+        module = item.get("module")
+        if isinstance(cls, str) and cls in _CODE_CLASSES:
+            return f"a {cls} layer"
+        if isinstance(module, str) and not module.startswith(_SAFE_MODULES):
+            return f"class {cls} from module {module}"
+        registered = item.get("registered_name")
+        if isinstance(registered, str) and ">" in registered:
+            if not registered.startswith("photoz_tools>"):
+                return f"custom object {registered}"
+        stack.extend(item.values())
+    return None
+
+
 def check_compatible(path: str | Path, manifest: dict[str, Any], bins: Bins | None = None) -> None:
     """Refuse a bundle made for other inputs, or for other bins than `bins` (when given)."""
     from photoz_tools.pdf import Bins
 
     inputs = manifest.get("inputs")
     for key, spec in INPUTS.items():
-        got = (inputs or {}).get(key)
-        if got is None or got.get("shape") != spec["shape"] or got.get("unit") != spec["unit"]:
+        got = inputs.get(key) if isinstance(inputs, dict) else None
+        if not isinstance(got, dict) or [got.get("shape"), got.get("unit")] != [
+            spec["shape"],
+            spec["unit"],
+        ]:
             raise BundleError(
-                f"{path}: the bundle was made for inputs {json.dumps(inputs)}, but pz-predict "
-                f"feeds {key} {spec['shape']} in {spec['unit']}; use a bundle trained on "
-                "64x64x5 ugriz cutouts in nanomaggies and ebv"
+                f"{path}: the bundle was made for inputs {json.dumps(inputs)[:200]}, but "
+                f"pz-predict feeds {key} {spec['shape']} in {spec['unit']}; use a bundle "
+                "trained on 64x64x5 ugriz cutouts in nanomaggies and ebv"
             )
-    mbins = Bins.from_json(json.dumps(manifest["bins"]))
+    try:
+        mbins = Bins.from_json(json.dumps(manifest["bins"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: the manifest's bins are missing or invalid ({exc})") from None
     if bins is not None and mbins != bins:
         raise BundleError(
             f"{path}: the bundle predicts over {mbins!r}, not the requested "
             f"{bins!r}; use a bundle trained for those bins"
         )
-    n_out = manifest.get("architecture", {}).get("n_bins", mbins.n)
+    arch = manifest.get("architecture")
+    n_out = arch.get("n_bins", mbins.n) if isinstance(arch, dict) else mbins.n
     if n_out != mbins.n:
         raise BundleError(f"{path}: architecture has {n_out} outputs but {mbins.n} bins")
 
@@ -204,18 +308,19 @@ def load_bundle(path: str | Path, bins: Bins | None = None, load_members: bool =
         bins=Bins.from_json(json.dumps(manifest["bins"])),
     )
     if load_members:
+        for m in manifest["members"]:  # before Keras: refuse code without importing it
+            check_member_archive(member_path(path, m["file"]))
         from photoz_tools.model import architecture  # noqa: F401  (registers InputScaling)
         from photoz_tools.model.backend import import_keras
 
         keras = import_keras()
 
         for m in manifest["members"]:
+            f = member_path(path, m["file"])
             try:
-                model = keras.saving.load_model(path / m["file"], compile=False, safe_mode=True)
+                model = keras.saving.load_model(f, compile=False, safe_mode=True)
             except Exception as exc:
-                raise BundleError(
-                    f"{path / m['file']}: cannot load ({type(exc).__name__}: {exc})"
-                ) from None
+                raise BundleError(f"{f}: cannot load ({type(exc).__name__}: {exc})") from None
             out = model.outputs[0].shape[-1]
             if out != bundle.bins.n:
                 raise BundleError(

@@ -5,8 +5,11 @@ download is checked before it is cached: the byte count against Content-Length, 
 bzip2 stream (its block CRCs), and the FITS structure of the decompressed frame (the image data
 complete). Only then is it renamed into the cache (written to a temporary file in the same
 folder), so a truncated or corrupt download is never cached and a killed run leaves nothing
-half-written. Timeouts, dropped connections, HTTP 5xx and truncated bodies are retried with
-backoff; a 404 is final (the frame does not exist).
+half-written. Timeouts, dropped connections, HTTP 5xx, truncated bodies and HTML error pages
+are retried with backoff (capped at `max_backoff`); a 404 or another 4xx is final. Each try is
+bounded as a whole by `timeout`, a server trickling its answer included. After `dead_after`
+frames in a row got no answer at all, each further frame gets one try only, so a dead SAS costs
+one timeout per frame rather than (retries + 1) timeouts and the backoffs.
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ class SasClient:
         retries: int = 4,
         timeout: float = 60.0,
         backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        dead_after: int = 3,
     ) -> None:
         self.base_url = (base_url or DEFAULT_SAS_URL).rstrip("/")
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        # after this many frames in a row got no answer at all, try each further frame once:
+        # a dead SAS then costs one timeout per frame, not (retries + 1) timeouts and backoffs
+        self.dead_after = dead_after
+        self.unanswered = 0
         self.downloaded_bytes = 0
 
     def url(self, sas_path: str) -> str:
@@ -75,53 +85,93 @@ class SasClient:
             except FrameError:
                 path.unlink(missing_ok=True)
         data, fits_bytes = self.download(sas_path)
-        _atomic_write(path, data)
+        try:
+            _atomic_write(path, data)
+        except OSError as exc:  # a full disk, a read-only cache: say where, never half a file
+            raise FetchError(
+                f"{path}: cannot write the frame cache ({exc.strerror or exc}); free space "
+                "there or point --cache / $PZ_CACHE elsewhere"
+            ) from None
         return data, fits_bytes
 
     def download(self, sas_path: str) -> tuple[bytes, bytes]:
-        """(body, decompressed FITS) of BASE/sas_path, complete and verified, with retries."""
-        from photoz_tools.imaging.frames import FrameError
+        """(body, decompressed FITS) of BASE/sas_path, complete and verified, with retries.
 
+        Each try is bounded by `timeout` as a whole (a trickling server included), the waits
+        between tries by `max_backoff`, so a failing frame costs bounded time.
+        """
         url = self.url(sas_path)
-        last = ""
-        for attempt in range(self.retries + 1):
+        last, answered = "", False
+        tries = self.retries + 1 if self.unanswered < self.dead_after else 1
+        for attempt in range(tries):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             try:
-                req = urllib.request.Request(url, headers={"User-Agent": "photoz-tools"})
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    expected = resp.headers.get("Content-Length")
-                    data = resp.read()
-                if expected is not None and len(data) != int(expected):
-                    last = f"truncated body ({len(data)} of {expected} bytes)"
-                    continue
-                fits_bytes = verify_frame_bytes(data, url)  # also catches chunked truncation
-                self.downloaded_bytes += len(data)
+                data, fits_bytes = self._try(url)
+                self.unanswered = 0
                 return data, fits_bytes
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    raise FetchError(
-                        f"{url}: not found (HTTP 404); check --sas-url and the frames table"
-                    ) from exc
-                last = f"HTTP {exc.code}"
-                if exc.code < 500 and exc.code != 429:
-                    break
-            except IncompleteRead as exc:
-                last = f"truncated body ({len(exc.partial)} bytes, {exc.expected} missing)"
-            except (
-                HTTPException,
-                urllib.error.URLError,
-                TimeoutError,
-                ConnectionError,
-                OSError,
-            ) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except FrameError as exc:
-                last = str(exc)
+            except _Final as exc:
+                raise FetchError(str(exc)) from None
+            except _Failed as exc:
+                last, answered = str(exc), answered or exc.answered
+        self.unanswered = 0 if answered else self.unanswered + 1
         raise FetchError(
-            f"{url}: download failed after {self.retries + 1} tries ({last}); "
+            f"{url}: download failed after {tries} tr{'ies' if tries > 1 else 'y'} ({last}); "
             "check the network or --sas-url, then rerun (finished work is kept)"
         )
+
+    def _try(self, url: str) -> tuple[bytes, bytes]:
+        """One verified download, or _Failed (worth retrying) / _Final (not)."""
+        from photoz_tools.imaging.frames import FrameError
+
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": "photoz-tools"})
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                expected = resp.headers.get("Content-Length")
+                data = _read_within(resp, time.monotonic() + self.timeout, self.timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise _Final(
+                    f"{url}: not found (HTTP 404); check --sas-url and the frames table"
+                ) from None
+            if exc.code < 500 and exc.code not in (408, 429):
+                raise _Final(f"{url}: HTTP {exc.code}; check --sas-url") from None
+            raise _Failed(f"HTTP {exc.code}", answered=True) from None
+        except IncompleteRead as exc:
+            raise _Failed(f"truncated body ({len(exc.partial)} bytes)", answered=True) from None
+        except (HTTPException, urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise _Failed(f"{type(exc).__name__}: {exc}") from None
+        if expected is not None and expected.strip().isdigit() and len(data) != int(expected):
+            raise _Failed(f"truncated body ({len(data)} of {expected} bytes)", answered=True)
+        try:
+            fits_bytes = verify_frame_bytes(data, url)  # also catches chunked truncation
+        except FrameError as exc:
+            raise _Failed(str(exc), answered=True) from None
+        self.downloaded_bytes += len(data)
+        return data, fits_bytes
+
+
+class _Failed(Exception):
+    """One failed try that may succeed when repeated (`answered`: the server did answer)."""
+
+    def __init__(self, message: str, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+class _Final(Exception):
+    """A failure that repeating cannot fix (404, other 4xx)."""
+
+
+def _read_within(resp, deadline: float, timeout: float, chunk: int = 1 << 16) -> bytes:
+    """The whole body, or TimeoutError once `deadline` passes (socket timeouts bound each read
+    only, so a trickling server would otherwise hold the download for ever)."""
+    parts = []
+    while block := resp.read1(chunk):
+        parts.append(block)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no complete answer within {timeout:g} s (a trickle)")
+    return b"".join(parts)
 
 
 def verify_frame_bytes(data: bytes, name: str) -> bytes:

@@ -7,6 +7,8 @@ astroquery 0.4.x, as used here:
 - turns an HTML page served with status 200 (SkyServer's error pages) into a one-column
   "table", and SkyServer's plain-text ``Error: ...`` answer into an empty result: every body is
   checked before it is parsed, and such answers are retried, then reported;
+- bounds each socket read by its timeout but not the answer: a server that trickles its body
+  would hold a query for ever; the body is read here against a deadline of `timeout` seconds;
 - caches every response on disk by default, so a bad answer would be served again: requests go
   with ``cache=False`` (resuming is done by pz-query's own page spool);
 - strips ``--`` comments by cutting every line at its first ``--`` (even inside a string
@@ -109,7 +111,7 @@ class SkyServer:
     ----------
     url : base URL, e.g. https://skyserver.sdss.org (astroquery appends /drNN/en/tools/...)
     release : SDSS data release (default DR12, the paper's)
-    timeout : seconds for the connection and for each read
+    timeout : seconds for the connection, for each read, and for the whole answer of one attempt
     retries : further attempts after a failed one (timeouts, 5xx, dropped connections,
         error pages); backoff doubles from `backoff` seconds up to `max_backoff`
     log : called with a one-line message before each retry
@@ -151,12 +153,20 @@ class SkyServer:
         from astroquery.sdss import SDSS, conf
 
         self.requests_made += 1
+        deadline = time.monotonic() + self.timeout
         try:
             with conf.set_temp("skyserver_baseurl", self.url):
-                response = SDSS.query_sql_async(
-                    sql, timeout=self.timeout, data_release=self.release, cache=False
+                payload = SDSS.query_sql_async(
+                    sql, data_release=self.release, get_query_payload=True
                 )
+                url = SDSS._get_query_url(self.release)
+            # streamed, so a server that trickles its answer cannot outlast the deadline
+            response = SDSS._request(
+                "GET", url, params=payload, timeout=self.timeout, cache=False, stream=True
+            )
             status = response.status_code
+            if status >= 400:
+                response.close()
             if status >= 500 or status in (408, 429):
                 raise _Retryable(f"HTTP {status} {response.reason or ''}".strip())
             if status >= 400:
@@ -164,6 +174,7 @@ class SkyServer:
                     f"SkyServer answered HTTP {status} {response.reason or ''} at {response.url}:"
                     " check --url and --release"
                 )
+            response._content = _read_within(response, deadline, self.timeout)
             text = response.text
         except requests.exceptions.Timeout:
             raise _Retryable(f"no answer within {self.timeout:g} s (timeout)") from None
@@ -226,6 +237,27 @@ class SkyServer:
             f"SkyServer query failed after {n} attempt{'s' if n > 1 else ''}, last with {last} "
             f"from {self.url} (DR{self.release}): {hint}"
         )
+
+
+def _read_within(response, deadline: float, timeout: float, chunk: int = 1 << 16) -> bytes:
+    """The whole body, or _Retryable once `deadline` passes.
+
+    requests' timeout bounds each socket read, not the answer: a server that sends a byte every
+    few seconds would otherwise hold pz-query for ever.
+    """
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    parts = []
+    try:
+        while block := response.raw.read1(chunk, decode_content=True):
+            parts.append(block)
+            if time.monotonic() > deadline:
+                raise _Retryable(f"no complete answer within {timeout:g} s (a trickle)")
+    except Urllib3Error as exc:  # a body cut short, a reset mid-body
+        raise _Retryable(f"broken answer ({type(exc).__name__})") from None
+    finally:
+        response.close()
+    return b"".join(parts)
 
 
 def _empty_from_header(text: str) -> pa.Table:
