@@ -144,8 +144,13 @@ def pit_flatness(pit: Any) -> dict[str, float]:
 
 
 def bin_index(x: Any, edges: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Bin of each x for the given edges (last bin closed); -1 outside or NaN."""
+    """Bin of each x for the given edges (last bin closed); -1 outside or NaN.
+
+    ValueError when `edges` is not a 1-D list of at least 2 edges (no bin to put x in)."""
     e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2:
+        got = f"{e.size} edge(s)" if e.ndim == 1 else f"an array of shape {e.shape}"
+        raise ValueError(f"bin_index needs a 1-D list of at least 2 bin edges, got {got}")
     xa = np.asarray(x, dtype=np.float64)
     k = np.searchsorted(e, xa, side="right") - 1
     k = np.where(xa == e[-1], e.size - 2, k)

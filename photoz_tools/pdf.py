@@ -299,7 +299,8 @@ def _cdf_block(p: np.ndarray, edges: np.ndarray, z: np.ndarray) -> np.ndarray:
     rows = np.arange(p.shape[0])
     w = edges[k + 1] - edges[k]
     frac = np.clip((z - edges[k]) / w, 0.0, 1.0)
-    out = c[rows, k] + p[rows, k] * frac
+    # clipped: a cumulative sum of a normalised row can end at 1 + 2e-16 (one 1e308 cell)
+    out = np.clip(c[rows, k] + p[rows, k] * frac, 0.0, 1.0)
     out = np.where(z < edges[0], 0.0, np.where(z >= edges[-1], 1.0, out))
     return np.where(np.isnan(z) | np.isnan(c[:, -1]), np.nan, out)
 
@@ -389,7 +390,7 @@ def _crps_block(
     total += right * (uf * uf + uf * ubk + ubk * ubk) / 3.0
     # beyond the range the CDF is 0 (below lo) or 1 (above hi): add |z - edge| * 1
     total += np.maximum(edges[0] - z, 0.0) + np.maximum(z - edges[-1], 0.0)
-    pit_ = np.where(z < edges[0], 0.0, np.where(z >= edges[-1], 1.0, fz))
+    pit_ = np.where(z < edges[0], 0.0, np.where(z >= edges[-1], 1.0, np.clip(fz, 0.0, 1.0)))
     bad = np.isnan(z) | np.isnan(c[:, -1])
     return np.where(bad, np.nan, pit_), np.where(bad, np.nan, total)
 

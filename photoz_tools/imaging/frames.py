@@ -13,6 +13,7 @@ import bz2
 import gzip
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,20 +75,66 @@ def parse_header(data: bytes, start: int = 0, name: str = "frame"):
     if data[start : start + 6] != b"SIMPLE" and data[start : start + 8] != b"XTENSION":
         raise FrameError(f"{name}: not a FITS file")
     end = _header_end(data, start, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        header = fits.Header.fromstring(data[start:end].decode("ascii", "replace"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = fits.Header.fromstring(data[start:end].decode("ascii", "replace"))
+    except (ValueError, fits.VerifyError) as exc:
+        raise FrameError(f"{name}: unreadable FITS header ({_clean(exc)})") from None
     return header, end
 
 
-def _data_size(header) -> int:
-    naxis = int(header.get("NAXIS", 0))
+def _clean(exc: BaseException, limit: int = 120) -> str:
+    """An astropy message as one short printable line (it may quote the header's odd bytes)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"[^\x20-\x7e]", "?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _card(header, key: str, name: str, default: Any = None, kind: type = int) -> Any:
+    """Header value `key` as `kind` (int, float or str), `default` where it is absent.
+
+    astropy parses a card when it is first read, so an unparsable card (a corrupt BITPIX,
+    RUN = 'abc') raises here: FrameError naming the frame and the card, never astropy's error.
+    """
+    from astropy.io.fits import VerifyError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = header.get(key, default)
+        if value is None:  # absent with no default, or a card with no value
+            if default is None:
+                raise KeyError(key)
+            value = default
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{value!r} is not an integer")
+            if isinstance(value, str):
+                value = value.strip()
+            return int(value)
+        if kind is str:
+            return str(value)
+        return kind(value)
+    except KeyError:
+        raise FrameError(f"{name}: no {key} card in the header") from None
+    except (ValueError, TypeError, OverflowError, VerifyError) as exc:
+        raise FrameError(f"{name}: unreadable {key} card in the header ({_clean(exc)})") from None
+
+
+def _data_size(header, name: str = "frame") -> int:
+    naxis = _card(header, "NAXIS", name, 0)
     if naxis == 0:
         return 0
-    n = abs(int(header["BITPIX"])) // 8
+    if not 0 < naxis <= 999:
+        raise FrameError(f"{name}: NAXIS = {naxis} in the header is not a FITS axis count")
+    n = abs(_card(header, "BITPIX", name)) // 8
     for i in range(1, naxis + 1):
-        n *= int(header[f"NAXIS{i}"])
-    n = (n + int(header.get("PCOUNT", 0))) * int(header.get("GCOUNT", 1))
+        size = _card(header, f"NAXIS{i}", name)
+        if size < 0:
+            raise FrameError(f"{name}: NAXIS{i} = {size} in the header is negative")
+        n *= size
+    n = (n + _card(header, "PCOUNT", name, 0)) * _card(header, "GCOUNT", name, 1)
     return n
 
 
@@ -108,10 +155,12 @@ def _frame_wcs(header) -> tuple[Any, Any, TanWcs | None]:
     WCSLIB to ~1e-10 pixel and needs no per-call overhead; anything else (SIP, TPV, other
     projections) goes through astropy.wcs with all distortions applied.
     """
+    from astropy.io.fits.verify import VerifyWarning
     from astropy.wcs import WCS, FITSFixedWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", VerifyWarning)  # a card astropy fixed on its own
         w = WCS(header, naxis=2)
     ctype = [c.upper() for c in w.wcs.ctype]
     plain = (
@@ -169,9 +218,9 @@ class Frame:
         if self.raw is None:
             raise FrameError(f"{self.name}: calibration HDUs were not kept (read with keep_raw)")
         header, start = parse_header(self.raw, 0, self.name)
-        pos = start + _padded(_data_size(header))
+        pos = start + _padded(_data_size(header, self.name))
         h1, start1 = parse_header(self.raw, pos, self.name)
-        n = int(h1["NAXIS1"])
+        n = _card(h1, "NAXIS1", self.name)
         return np.frombuffer(self.raw, dtype=">f4", count=n, offset=start1).astype(np.float64)
 
     def sky(self) -> np.ndarray:
@@ -211,18 +260,27 @@ def load_frame(
         name = name or str(source)
         data = read_bytes(source)
     header, start = parse_header(data, 0, name)
-    if int(header.get("NAXIS", 0)) != 2 or int(header.get("BITPIX", 0)) not in (-32, -64):
+    bitpix = _card(header, "BITPIX", name, 0)
+    if _card(header, "NAXIS", name, 0) != 2 or bitpix not in (-32, -64):
         raise FrameError(f"{name}: HDU 0 is not a 2-D floating-point image")
-    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-    dtype = ">f4" if int(header["BITPIX"]) == -32 else ">f8"
+    nx, ny = _card(header, "NAXIS1", name), _card(header, "NAXIS2", name)
+    if nx < 1 or ny < 1:
+        raise FrameError(f"{name}: HDU 0 is an empty image ({nx} x {ny} pixels)")
+    dtype = ">f4" if bitpix == -32 else ">f8"
     if len(data) < start + nx * ny * np.dtype(dtype).itemsize:
         raise FrameError(f"{name}: truncated frame (image data incomplete); fetch it again")
     image = np.frombuffer(data, dtype=dtype, count=nx * ny, offset=start).reshape(ny, nx)
     image = image.astype(np.float32)
-    bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
+    bscale = _card(header, "BSCALE", name, 1.0, float)
+    bzero = _card(header, "BZERO", name, 0.0, float)
     if bscale != 1.0 or bzero != 0.0:
         image = image * np.float32(bscale) + np.float32(bzero)
-    w2p, p2w, tan = _frame_wcs(header)
+    from astropy.io.fits import VerifyError
+
+    try:
+        w2p, p2w, tan = _frame_wcs(header)
+    except (ValueError, KeyError, TypeError, MemoryError, VerifyError) as exc:
+        raise FrameError(f"{name}: unreadable header or WCS ({_clean(exc)})") from None
     run, camcol, fieldno = frame_identity(header, Path(name).name)
     return Frame(
         image=image,
@@ -230,7 +288,7 @@ def load_frame(
         name=name,
         band=frame_band(header, name),
         run=run,
-        rerun=str(header.get("RERUN", "301")).strip(),
+        rerun=_card(header, "RERUN", name, "301", str).strip(),
         camcol=camcol,
         field=fieldno,
         world_to_pixel=w2p,
@@ -242,7 +300,7 @@ def load_frame(
 
 def frame_band(header, name: str = "") -> str:
     """The band (u, g, r, i, z) from FILTER, else from an SDSS file name ``frame-r-...``."""
-    band = str(header.get("FILTER", "")).strip().lower()
+    band = _card(header, "FILTER", name, "", str).strip().lower()
     if band in BANDS and band:
         return band
     base = Path(name).name
@@ -256,6 +314,7 @@ def frame_identity(header, name: str) -> tuple[int, int, int]:
 
     The name wins: FRAME is the frame's sequence number in its own camera row, which differs
     from the field number outside r (the i frame of field 136 says FRAME = 138).
+    FrameError when a card that is needed is not an integer.
     """
     parts = name.split(".")[0].split("-")
     from_name = None
@@ -266,10 +325,11 @@ def frame_identity(header, name: str) -> tuple[int, int, int]:
             from_name = None
     if from_name:
         return from_name
+    field_key = "FIELD" if "FIELD" in header else "FRAME"
     return (
-        int(header.get("RUN", -1)),
-        int(header.get("CAMCOL", -1)),
-        int(header.get("FIELD", header.get("FRAME", -1))),
+        _card(header, "RUN", name, -1),
+        _card(header, "CAMCOL", name, -1),
+        _card(header, field_key, name, -1),
     )
 
 

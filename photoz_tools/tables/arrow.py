@@ -154,13 +154,16 @@ def schema_with_units(schema: pa.Schema) -> pa.Schema:
 
 
 def _unit(field: pa.Field) -> str:
-    return ((field.metadata or {}).get(b"unit") or b"").decode()
+    return ((field.metadata or {}).get(b"unit") or b"").decode("utf-8", "replace")
 
 
 def _decode_meta(meta: dict | None) -> dict[str, str]:
+    """Key-value metadata as text. A key that is not UTF-8 (a file from elsewhere, or a
+    corrupt one) keeps its undecodable bytes as \\xNN escapes, so distinct keys stay distinct;
+    a value that is not UTF-8 gets U+FFFD for its undecodable bytes."""
     out: dict[str, str] = {}
     for k, v in (meta or {}).items():
-        key = k.decode() if isinstance(k, bytes) else str(k)
+        key = k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k)
         if key in _DROP_META:
             continue
         out[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)

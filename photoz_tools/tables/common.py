@@ -7,9 +7,12 @@ import bz2
 import gzip
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from os import PathLike
@@ -105,10 +108,70 @@ def _describe_head(head: bytes) -> str:
     return repr(head[:16])[1:]
 
 
+# A temporary file is named ``.STEM.PID@HOST.RANDOM.tmp`` (``.tmpz`` for a compressed copy):
+# a run killed with SIGKILL cannot remove its own, so the next writer of STEM removes those of
+# processes that are dead on this host. One from another host (a shared folder) is left alone
+# unless untouched for STALE_FOREIGN_HOURS (a live writer appends to it far more often).
+STALE_FOREIGN_HOURS = 24.0
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname().split(".")[0])[:32] or "host"
+
+
 def _tempfile(folder: str | None, stem: str, suffix: str = ".tmp") -> str:
-    fd, path = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=suffix)
+    """A new empty file ``.STEM.PID@HOST.RANDOM{suffix}`` in `folder` (None: the system's
+    temporary folder), after removing the temporaries of STEM left there by dead processes."""
+    _remove_stale_temps(folder, stem)
+    fd, path = tempfile.mkstemp(
+        dir=folder, prefix=f".{stem}.{os.getpid()}@{_host_tag()}.", suffix=suffix
+    )
     os.close(fd)
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we can judge: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # another user's process (EPERM), or cannot tell: keep the file
+    return True
+
+
+def _remove_stale_temps(folder: str | None, stem: str) -> list[str]:
+    """Remove ``.STEM.PID@HOST.*.tmp``/``.tmpz`` files of dead processes from `folder`; return
+    their paths. Never a live process's file; errors (a folder we cannot list) are ignored."""
+    folder = folder or tempfile.gettempdir()
+    pattern = re.compile(
+        rf"\.{re.escape(stem)}\.(\d{{1,10}})@([A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmpz?\Z"
+    )
+    prefix, host, removed = f".{stem}.", _host_tag(), []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if m.group(2) == host:
+                stale = not _pid_alive(int(m.group(1)))
+            else:
+                age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                stale = age > STALE_FOREIGN_HOURS * 3600
+            if stale:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            continue  # gone already (another writer cleaned it), or not ours to remove
+    return removed
 
 
 def _remove(path: str | None) -> None:

@@ -79,7 +79,7 @@ class _FitsReader(TableReader):
                 )
             self.num_rows = int(self._hdu.get_nrows())
             header = self._hdu.read_header()
-            self._file_schema, self._tnull = _fits_schema(self._hdu, header)
+            self._file_schema, self._tnull = _fits_schema(self._hdu, header, name)
             self.metadata = _fits_metadata(header)
             self._select(columns)
         except BaseException:
@@ -120,10 +120,23 @@ def _describe_hdus(hdus) -> str:
     return "; ".join(parts)
 
 
-def _fits_schema(hdu, header) -> tuple[pa.Schema, dict[str, int]]:
+def _fits_schema(hdu, header, where: str) -> tuple[pa.Schema, dict[str, int]]:
     """Arrow schema of a FITS table HDU (TDIM shapes, TUNIT units), without reading data."""
     dtype = hdu.get_rec_dtype()[0]
     names = hdu.get_colnames()
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if not name or name not in (dtype.names or ()):
+            raise TableError(
+                f"{where}: column {i} has no usable name (TTYPE{i} is missing, empty or "
+                "not ASCII); a FITS column name is printable ASCII"
+            )
+        if name.upper() in seen:
+            raise TableError(
+                f"{where}: columns {seen[name.upper()]} and {i} are both named {name!r} "
+                "(FITS column names ignore case)"
+            )
+        seen[name.upper()] = i
     tnull: dict[str, int] = {}
     fields = []
     for i, name in enumerate(names, start=1):
@@ -144,9 +157,24 @@ def _fits_schema(hdu, header) -> tuple[pa.Schema, dict[str, int]]:
         if unit:
             meta[b"unit"] = str(unit).encode()
         if base.kind in "iu" and f"TNULL{i}" in header:
-            tnull[name] = int(header[f"TNULL{i}"])
+            null = _tnull_value(header[f"TNULL{i}"], where, name, i)
+            info = np.iinfo(base)
+            if info.min <= null <= info.max:  # outside the range no value equals it
+                tnull[name] = null
         fields.append(pa.field(name, t, metadata=meta or None))
     return pa.schema(fields), tnull
+
+
+def _tnull_value(value: Any, where: str, name: str, i: int) -> int:
+    """The integer of a TNULLn card; TableError naming the file and column otherwise."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise TableError(
+        f"{where}: column {name!r}: TNULL{i} = {str(value).strip()!r} is not an integer "
+        "(the null value of an integer column)"
+    )
 
 
 def _fits_metadata(header) -> dict[str, str]:
@@ -272,6 +300,7 @@ def _fits_dtype(
     schema: pa.Schema, first: pa.RecordBatch | None, name: str
 ) -> tuple[np.dtype, dict[str, int]]:
     """numpy record dtype of the FITS table for an Arrow schema (string widths from `first`)."""
+    _check_fits_names(schema, name)
     fields = []
     tnull: dict[str, int] = {}
     for f in schema:
@@ -308,6 +337,41 @@ def _fits_dtype(
     if first is not None:
         tnull = {k: v for k, v in tnull.items() if first.column(k).null_count}
     return np.dtype(fields), tnull
+
+
+# a TTYPEn value: at most 68 characters in its card, a quote counting twice
+_TTYPE_MAX = 68
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+
+
+def _check_fits_names(schema: pa.Schema, name: str) -> None:
+    """TableError for a column name FITS cannot hold exactly.
+
+    A FITS column name (TTYPEn) is printable ASCII, loses trailing spaces, and is matched
+    without regard to case, so a non-ASCII, empty, over-long or trailing-space name, or two
+    names equal but for case, would be written as something that does not read back (a lost
+    or renamed column, or values swapped between the twins). Refused, naming the column."""
+    seen: dict[str, str] = {}
+    for col in schema.names:
+        if not col:
+            problem = "an empty name"
+        elif _PRINTABLE_ASCII.fullmatch(col) is None:
+            problem = "a name with non-ASCII or control characters (FITS names are ASCII)"
+        elif col != col.rstrip():
+            problem = "a name ending in a space (FITS drops trailing spaces)"
+        elif len(col) + col.count("'") > _TTYPE_MAX:
+            problem = f"a name longer than FITS allows ({_TTYPE_MAX} characters)"
+        elif col.upper() in seen:
+            problem = (
+                f"the same name as column {seen[col.upper()]!r} but for case "
+                "(FITS column names ignore case)"
+            )
+        else:
+            seen[col.upper()] = col
+            continue
+        raise TableError(
+            f"{name}: column {col!r} has {problem}; rename it, or write Parquet instead"
+        )
 
 
 def _fits_column(
