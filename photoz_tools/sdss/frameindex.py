@@ -309,7 +309,7 @@ def footprint_from_file(path: str | os.PathLike) -> dict | None:
             w = WCS(header, naxis=2)
             if not w.has_celestial:
                 return None
-    except (OSError, EOFError, ValueError, KeyError):
+    except (OSError, EOFError, ValueError, KeyError, fits.VerifyError):
         return None
     from photoz_tools.imaging.frames import FrameError, frame_band, frame_identity
 
