@@ -10,15 +10,23 @@ Everything is drawn from one seed: the catalogue and frames are identical whatev
 Frames are rendered field by field in worker processes (fork), written atomically, and a
 rerun with the same parameters keeps the frames already written (resume after a kill).
 The catalogue's photometry is measured from those frames in the same workers (measure.py;
-per-field results kept under photometry/ for resume), so the catalogue is written last.
+per-field results kept under photometry/ for resume), so the catalogue is written after them.
+
+`mock.json` marks a finished survey: it is renamed into place last, after the frame index,
+every frame and the catalogue. Until then the folder holds `.mock.json.partial` (the same
+manifest), by which a rerun with the same parameters recognises it and resumes; a folder
+without `mock.json` is unfinished, whatever else it holds. A run holds a lock on the folder,
+so a second pz-mock on it is refused, and a resume removes the temporaries of killed runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +44,8 @@ EPOCH_JITTER = 30  # pixels of astrometric offset between epochs
 BAND_JITTER = 3.0  # pixels of offset between the five bands of a field
 DRAW_PAD = 200  # pixels around a frame inside which objects are drawn (their light spills in)
 MAIN_RUN, DEEP_RUN = 3900, 4200
+MANIFEST = "mock.json"  # present only in a finished survey
+PARTIAL = ".mock.json.partial"  # the manifest of a survey being made (resume)
 
 
 @dataclass
@@ -743,70 +753,84 @@ def mock(
         "catalog_photometry": "measured from the frames" if frames else "intrinsic + drawn errors",
         "photometry_rows_skipped": phot.skipped,
     }
-    _prepare(out, manifest)
-    from photoz_tools.tables import provenance_metadata, write_table
+    with _writing(out, manifest) as lock:  # the folder prepared and locked
+        from photoz_tools.tables import provenance_metadata, write_table
 
-    prov = provenance_metadata(command or "photoz_tools.mock.mock()", [source])
-    meta = {"pz_mock": json.dumps({"seed": seed, "density_deg2": ntot / area})}
-    write_table(
-        _frame_index(regions, seed, conditions),
-        out / "frames.parquet",
-        metadata=meta,
-        provenance=prov,
-    )
-    primary = _primary(gal, regions, region_of)
-    written = 0
-    measured = None
-    if frames:
-        global _SKY
-        _SKY = _Sky(allgal, allstars, regions, seed, out, compress, conditions, primary, ntot)
-        total = 5 * len(tasks)
-        jobs = jobs or os.cpu_count() or 1
-        done = 0
-        parts = []
-        try:
-            if jobs == 1 or len(tasks) == 1:
-                results = map(_render_field, tasks)
-                pool = None
-            else:
-                import multiprocessing as mp
-
-                pool = mp.get_context("fork").Pool(min(jobs, len(tasks)))
-                results = pool.imap_unordered(_render_field, tasks)
+        prov = provenance_metadata(command or "photoz_tools.mock.mock()", [source])
+        meta = {"pz_mock": json.dumps({"seed": seed, "density_deg2": ntot / area})}
+        write_table(
+            _frame_index(regions, seed, conditions),
+            out / "frames.parquet",
+            metadata=meta,
+            provenance=prov,
+        )
+        primary = _primary(gal, regions, region_of)
+        written = 0
+        measured = None
+        if frames:
+            global _SKY
+            _SKY = _Sky(allgal, allstars, regions, seed, out, compress, conditions, primary, ntot)
+            total = 5 * len(tasks)
+            jobs = jobs or os.cpu_count() or 1
+            done = 0
+            parts = []
             try:
-                for _, w, meas in results:
-                    written += w
-                    done += 5
-                    if meas is not None:
-                        parts.append(meas)
-                    if progress:
-                        progress(done, total)
+                if jobs == 1 or len(tasks) == 1:
+                    results = map(_render_field, tasks)
+                    pool = None
+                else:
+                    import multiprocessing as mp
+
+                    pool = mp.get_context("fork").Pool(
+                        min(jobs, len(tasks)), initializer=_release_in_worker, initargs=(lock,)
+                    )
+                    results = pool.imap_unordered(_render_field, tasks)
+                try:
+                    for _, w, meas in results:
+                        written += w
+                        done += 5
+                        if meas is not None:
+                            parts.append(meas)
+                        if progress:
+                            progress(done, total)
+                except BaseException:  # interrupted: stop the workers now (resume redoes them)
+                    if pool is not None:
+                        pool.terminate()
+                    raise
+                finally:
+                    if pool is not None:
+                        pool.close()
+                        pool.join()
             finally:
-                if pool is not None:
-                    pool.close()
-                    pool.join()
-        finally:
-            _SKY = None
-        measured = _assemble(parts, ntot)
-    table = _catalogue(
-        phot, gal, regions, region_of, conditions, seed, np.random.default_rng([seed, 9]), measured
-    )
-    write_table(table, out / catalog, metadata=meta, provenance=prov)
-    seconds = time.perf_counter() - t0
-    return MockResult(
-        out,
-        out / catalog,
-        out / "frames.parquet",
-        ntot,
-        len(tasks),
-        5 * len(tasks),
-        written,
-        area,
-        ntot / area,
-        seconds,
-        manifest,
-        skipped,
-    )
+                _SKY = None
+            measured = _assemble(parts, ntot)
+        table = _catalogue(
+            phot,
+            gal,
+            regions,
+            region_of,
+            conditions,
+            seed,
+            np.random.default_rng([seed, 9]),
+            measured,
+        )
+        write_table(table, out / catalog, metadata=meta, provenance=prov)
+        _finish(out)
+        seconds = time.perf_counter() - t0
+        return MockResult(
+            out,
+            out / catalog,
+            out / "frames.parquet",
+            ntot,
+            len(tasks),
+            5 * len(tasks),
+            written,
+            area,
+            ntot / area,
+            seconds,
+            manifest,
+            skipped,
+        )
 
 
 def _assemble(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
@@ -830,21 +854,116 @@ def _concat_galaxies(parts: list[render.Galaxies]) -> render.Galaxies:
     return render.Galaxies(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in names})
 
 
+def _read_parameters(path: Path) -> dict | None:
+    """The parameters recorded in a manifest, or None when it cannot be read."""
+    try:
+        got = json.loads(path.read_text()).get("parameters")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return got if isinstance(got, dict) else None
+
+
 def _prepare(out: Path, manifest: dict) -> None:
-    """Create `out`; a rerun with the same parameters resumes (keeps the frames written)."""
-    path = out / "mock.json"
-    if out.exists() and any(out.iterdir()):
-        if not path.exists():
+    """Check that `out` is empty or holds this survey (finished or not), mark it unfinished.
+
+    A rerun with the same parameters resumes (keeps the frames written). The manifest goes to
+    PARTIAL first; a finished survey's `mock.json` is removed only once PARTIAL is in place, so
+    the folder always says which survey it holds, and says "finished" only at the end (_finish).
+    """
+    done, partial = out / MANIFEST, out / PARTIAL
+    if any(p.name != ".mock.json.tmp" for p in out.iterdir()):  # (a first run killed at once)
+        found = [p for p in (done, partial) if p.exists()]
+        if not found:
             raise PzError(
                 f"{out}: folder exists and is not a pz-mock survey; choose a new folder or empty it"
             )
-        old = json.loads(path.read_text())
-        if old.get("parameters") != manifest["parameters"]:
-            raise PzError(
-                f"{out}: holds a survey made with other parameters; choose a new "
-                "folder or remove it"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".mock.json.tmp")
+        for p in found:
+            if _read_parameters(p) != manifest["parameters"]:
+                raise PzError(
+                    f"{out}: holds a survey made with other parameters; choose a new "
+                    "folder or remove it"
+                )
+    _remove_stale(out, manifest.get("catalog", "catalog.parquet"))
+    tmp = out / ".mock.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    os.replace(tmp, partial)
+    done.unlink(missing_ok=True)
+    _sync_folder(out)
+
+
+def _finish(out: Path) -> None:
+    """Mark the survey finished: PARTIAL renamed to mock.json, after everything else."""
+    os.replace(out / PARTIAL, out / MANIFEST)
+    _sync_folder(out)
+
+
+def _sync_folder(out: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# temporaries this module's writers leave when killed: frames (mock/frames.py), per-field
+# photometry (.tmp-NAME.npz), the manifest's; and the table writer's beside the two tables
+_FRAME_TMP = re.compile(r"\.tmp-.*\.(fits|npz)\Z")
+
+
+def _remove_stale(out: Path, catalog: str) -> None:
+    """Remove the temporaries of killed runs (the caller holds the folder's lock: no live
+    pz-mock is writing here)."""
+    tables = re.compile(
+        rf"\.({re.escape(Path(catalog).name)}|frames\.parquet)\.[A-Za-z0-9_]+\.tmp\Z"
+    )
+    stale = [out / ".mock.json.tmp"]
+    stale += [p for p in out.iterdir() if tables.match(p.name)]
+    for sub in ("frames", "photometry"):
+        if (out / sub).is_dir():
+            stale += [p for p in (out / sub).rglob(".tmp-*") if _FRAME_TMP.match(p.name)]
+    for p in stale:
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing(out: Path, manifest: dict) -> Iterator[int | None]:
+    """Create `out`, hold an exclusive lock on the folder itself while the survey is written
+    (no lock file is left), and prepare it. Yields the lock's descriptor (None where the file
+    system has no flock), which the workers close."""
+    import errno
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd: int | None = None
+    try:
+        import fcntl
+
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise PzError(
+                    f"{out}: another pz-mock is writing this survey; wait for it, or choose "
+                    "another folder"
+                ) from None
+            # no flock on this file system: unlocked
+    except ImportError:  # no fcntl (Windows): unlocked
+        pass
+    try:
+        _prepare(out, manifest)
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _release_in_worker(fd: int | None) -> None:
+    """In a forked worker: close the inherited lock, so that it goes with the main process
+    (a worker left behind by a kill must not hold the folder)."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

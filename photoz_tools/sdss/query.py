@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE_SIZE = 50_000  # rows per request: well inside SkyServer's 500k-row, 10-min limits
 MAX_PAGE_SIZE = 500_000  # SkyServer's row limit per query
+# rows in one answer beyond which SkyServer drops the rest without a word: an unpaged --sql
+# answer that reaches it may be cut short
+SQL_ROW_CAP = MAX_PAGE_SIZE
 SPOOL_ENV = "PZ_QUERY_SPOOL"  # parent folder of the resume folders (default: user cache)
 
 _INT_COLUMNS = {"specObjID", "objID", "run", "rerun", "camcol", "field", "primtarget", "fieldID"}
@@ -222,7 +225,9 @@ class QueryJob:
             done = self.spool / "sql.done"
             if not done.exists():
                 self.requests += 1
-                self._save("sql", 0, self.client.query(self.sql))
+                answer = self.client.query(self.sql)
+                _check_not_capped(self.sql, answer.num_rows)
+                self._save("sql", 0, answer)
                 done.touch()
             total = pq.read_metadata(self._pages("sql")[0]).num_rows
             if on_rows:
@@ -363,6 +368,33 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_SQL_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_SQL_TOP = re.compile(
+    r"\s*SELECT\s+(?:ALL\s+|DISTINCT\s+)?TOP\s*(?:\(\s*(\d+)\s*\)|(\d+)\b)(?!\s*PERCENT)", re.I
+)
+
+
+def _asked_top(sql: str) -> int | None:
+    """n of a query that starts ``SELECT [DISTINCT] TOP n`` (comments skipped), else None."""
+    m = _SQL_TOP.match(_SQL_COMMENT.sub(" ", sql))
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def _check_not_capped(sql: str, rows: int) -> None:
+    """An unpaged --sql answer that reaches SkyServer's row cap may have lost rows silently:
+    refuse it, unless the query itself asked for at most that many (``SELECT TOP n``)."""
+    cap = SQL_ROW_CAP
+    top = _asked_top(sql)
+    if rows < cap or (top is not None and top <= cap):
+        return
+    raise PzError(
+        f"--sql: the answer has {rows:,} rows, SkyServer's limit for one query, so rows may be "
+        "missing (it cuts answers there without a word); split the query into parts under the "
+        "limit with a WHERE range (e.g. specObjID BETWEEN a AND b, or on ra) and run each, or "
+        "use the default MGS query, which pages"
+    )
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
@@ -477,7 +509,9 @@ def query(
 
     Parameters
     ----------
-    sql : run this SQL as it is (one request, no paging) instead of the MGS selection
+    sql : run this SQL as it is (one request, no paging) instead of the MGS selection; an
+        answer of SkyServer's row cap (500,000 rows, SQL_ROW_CAP) or more is refused as
+        possibly cut short, unless the query asks for at most that many (SELECT TOP n)
     release : SDSS data release (DR12 by default, the paper's)
     url : SkyServer base URL (default $PZ_SKYSERVER_URL or https://skyserver.sdss.org)
     r_max, r_min, z_min, z_max, primtarget_min : the MGS cuts (None drops a cut);

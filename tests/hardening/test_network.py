@@ -108,13 +108,39 @@ def test_query_recovers_from_mixed_faults_across_pages(proxy, tmp_path, catalog)
     assert len(proxy.log) >= 4 + 6
 
 
-@pytest.mark.xfail(reason="sdss/query.py sends --sql as one request, unpaged (owner: sdss/query)")
-def test_sql_queries_are_paged(standin, tmp_path):
-    from photoz_tools.sdss.query import query
+def test_sql_answer_at_the_row_cap_is_refused_not_truncated(
+    standin, catalog, tmp_path, monkeypatch
+):
+    """--sql goes as one request (any SQL has no key to page it by), so an answer that reaches
+    SkyServer's row cap may have been cut there without a word: it is refused in one line that
+    says how to split the query; an answer under the cap, or a SELECT TOP n within it, is whole.
+    The stand-in's 40 rows with a cap of 30 play SkyServer's 500,000."""
+    from photoz_tools.errors import PzError
+    from photoz_tools.sdss import query as qmod
 
-    n0 = len(standin.requests)
-    table = query(
-        "SELECT specObjID, z FROM SpecObj", url=standin.url, page_size=10, spool=tmp_path / "spool"
-    )
-    assert table.num_rows == 40
-    assert len(standin.requests) - n0 >= 4
+    monkeypatch.setattr(standin, "max_rows", 30)  # the server cuts silently at 30 rows
+    monkeypatch.setattr(qmod, "SQL_ROW_CAP", 30)
+    for sql in (
+        "SELECT specObjID, z FROM SpecObj",
+        "-- all of them\nSELECT TOP 31 specObjID FROM SpecObj ORDER BY specObjID",
+    ):
+        spool = tmp_path / f"spool{len(sql)}"
+        with pytest.raises(PzError) as err:
+            qmod.query(sql, url=standin.url, spool=spool)
+        msg = str(err.value)
+        assert "\n" not in msg and "30 rows" in msg and "missing" in msg and "WHERE" in msg
+        assert not list(spool.glob("*.parquet"))  # nothing kept that a rerun would take as whole
+    # split as the message says: two parts under the cap, together every row
+    ids = sorted(catalog.column("specObjID").to_pylist())
+    mid = ids[len(ids) // 2]
+    got = []
+    for where in (f"specObjID < {mid}", f"specObjID >= {mid}"):
+        sql = f"SELECT specObjID, z FROM SpecObj WHERE {where}"
+        got += (
+            qmod.query(sql, url=standin.url, spool=tmp_path / "s").column("specObjID").to_pylist()
+        )
+    assert sorted(got) == ids
+    # a query that asks for at most the cap itself gets what it asked for
+    for top in ("TOP 30", "TOP (30)"):
+        sql = f"/* first rows */ SELECT {top} specObjID FROM SpecObj ORDER BY specObjID"
+        assert qmod.query(sql, url=standin.url, spool=tmp_path / "t").num_rows == 30

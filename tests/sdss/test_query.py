@@ -145,3 +145,32 @@ def test_spool_never_removes_a_foreign_folder(standin, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert query(url=standin.url, limit=5, spool=empty, **FAST).num_rows == 5
+
+
+@pytest.mark.parametrize(
+    ("sql", "top"),
+    [
+        ("SELECT TOP 10 ra FROM x", 10),
+        ("  select distinct top (500000) ra FROM x", 500_000),
+        ("-- a comment\n/* and\n another */ SELECT ALL TOP 7 ra FROM x", 7),
+        ("SELECT TOP 10 PERCENT ra FROM x", None),
+        ("SELECT ra FROM x", None),
+        ("SELECT ra FROM (SELECT TOP 5 ra FROM x) AS q", None),
+    ],
+)
+def test_asked_top(sql, top):
+    from photoz_tools.sdss.query import _asked_top
+
+    assert _asked_top(sql) == top
+
+
+def test_an_sql_answer_at_skyservers_cap_is_refused():
+    from photoz_tools.errors import PzError
+    from photoz_tools.sdss.query import SQL_ROW_CAP, _check_not_capped
+
+    assert SQL_ROW_CAP == 500_000
+    _check_not_capped("SELECT ra FROM x", 499_999)
+    _check_not_capped("SELECT TOP 500000 ra FROM x", 500_000)  # asked for exactly that
+    for sql in ("SELECT ra FROM x", "SELECT TOP 600000 ra FROM x"):
+        with pytest.raises(PzError, match=r"500,000 rows.*may be missing.*WHERE"):
+            _check_not_capped(sql, 500_000)

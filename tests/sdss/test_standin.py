@@ -108,6 +108,49 @@ def test_csv_fits_and_error_answers_over_http():
         assert s.sql_requests[0].startswith("SELECT TOP 2")
 
 
+def _reset(sock) -> None:
+    """Close with an RST (SO_LINGER 0), as a killed client's kernel does."""
+    import socket
+    import struct
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # connected, then gone
+        b"GET /dr12/en/tools/search/x_sql.aspx?cmd=SELECT%20ra%20FROM%20x HTTP/1.1\r\nHost: a",
+        b"POST /dr12/en/tools/search/x_sql.aspx HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\ncmd=SEL",
+        b"GET /dr12/en/tools/search/x_sql.aspx?cmd=SELECT%20ra%20FROM%20x&format=csv HTTP/1.1"
+        b"\r\nHost: a\r\n\r\n",  # a whole request, gone before its answer is read
+    ],
+    ids=["nothing", "half-a-request-line", "half-a-post-body", "before-the-answer"],
+)
+def test_a_client_dropping_its_connection_prints_nothing(sent, capfd):
+    import socket
+    import time
+
+    with StandIn(catalog=SMALL) as s:
+        for _ in range(3):
+            c = socket.create_connection((s.host, s.port), timeout=5)
+            if sent:
+                c.sendall(sent)
+                time.sleep(0.05)  # the server reads it (and, for the last, may answer)
+            _reset(c)
+        time.sleep(0.3)
+        r = requests.get(  # still serving
+            s.url + "/dr12/en/tools/search/x_sql.aspx",
+            params={"cmd": "SELECT TOP 1 ra FROM x ORDER BY ra", "format": "csv"},
+            timeout=5,
+        )
+        assert r.status_code == 200 and r.text.splitlines()[-1] == "5"
+    err = capfd.readouterr().err
+    assert err == "", err
+
+
 def test_sas_files_head_range_and_truncation(tmp_path):
     folder = tmp_path / "frames" / "301" / "2583" / "2"
     folder.mkdir(parents=True)

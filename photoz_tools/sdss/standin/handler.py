@@ -23,6 +23,9 @@ HTML_500 = (
     "resource you are looking for, and it cannot be displayed.</h3></body></html>\n"
 )
 
+# what a client dropping its connection raises in the thread answering it
+_DROPPED = (ConnectionError, TimeoutError)
+
 SQL_PATH = re.compile(
     r"^/dr(\d+)/en/tools/search/(x_results\.aspx|x_sql\.aspx|x_sql\.asp)$"
     r"|^/dr(\d+)/SkyServerWS/SearchTools/SqlSearch$",
@@ -51,6 +54,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read .requests
         pass
 
+    def handle(self) -> None:
+        """Serve the connection; a client that drops it mid-request (reset, closed while the
+        answer is written: a killed pz-query) ends it quietly, with no traceback."""
+        try:
+            super().handle()
+        except _DROPPED:
+            self.close_connection = True
+
     def do_GET(self) -> None:
         self.server.standin._handle(self, "GET")
 
@@ -66,6 +77,15 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
     standin: StandIn
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone mid-request is not the server's error: nothing printed (socketserver
+        prints a traceback); anything else is still reported."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], _DROPPED):
+            return
+        super().handle_error(request, client_address)
 
 
 def hang_up(h: _Handler) -> None:
