@@ -273,7 +273,8 @@ def query_cmd(
         typer.Option(
             "--sql",
             help="Run the SQL in this file ('-': stdin) instead of the MGS selection (one "
-            "request, no paging; -- and /* */ comments allowed).",
+            "request, no paging: an answer of 500,000 rows or more, SkyServer's cap, is refused "
+            "as possibly cut short; -- and /* */ comments allowed).",
             show_default=False,
         ),
     ] = None,
