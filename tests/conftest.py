@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# shared test helpers (framekit) importable from every test folder (importlib import mode)
+sys.path.insert(0, str(Path(__file__).parent))
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

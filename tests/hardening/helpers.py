@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import bz2
-import io
 import os
 import subprocess
 import sys
@@ -25,46 +23,12 @@ def write_frame(
     dec0: float = 2.0,
 ) -> Path:
     """A small SDSS-like corrected frame, bz2-compressed and named as on the SAS."""
-    from astropy.io import fits
+    from framekit import make_frame
 
-    folder.mkdir(parents=True, exist_ok=True)
     ny, nx = data.shape
-    s = 0.396 / 3600
-    h = fits.Header()
-    h.update(
-        {
-            "CTYPE1": "RA---TAN",
-            "CTYPE2": "DEC--TAN",
-            "CRPIX1": (nx + 1) / 2,
-            "CRPIX2": (ny + 1) / 2,
-            "CRVAL1": ra0,
-            "CRVAL2": dec0,
-            "CD1_1": 0.0,
-            "CD1_2": s,
-            "CD2_1": s,
-            "CD2_2": 0.0,
-            "RADECSYS": "ICRS",
-            "EQUINOX": 2000.0,
-            "BUNIT": "nanomaggy",
-            "FILTER": band,
-            "RUN": run,
-            "CAMCOL": camcol,
-            "FRAME": field,
-            "RERUN": "301",
-            "NMGY": 0.005,
-        }
+    return make_frame(
+        folder, band, run, camcol, field, ra0, dec0, nx=nx, ny=ny, data=data, compress=True
     )
-    hdul = fits.HDUList(
-        [
-            fits.PrimaryHDU(data.astype(np.float32), header=h),
-            fits.ImageHDU(np.full(nx, 0.005, dtype=np.float32)),
-        ]
-    )
-    buf = io.BytesIO()
-    hdul.writeto(buf)
-    path = folder / f"frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
-    path.write_bytes(bz2.compress(buf.getvalue()))
-    return path
 
 
 def pz(

@@ -15,45 +15,15 @@ import pytest
 
 RA0, DEC0 = 150.0, 2.0
 NX, NY = 200, 150
-SCALE = 0.396 / 3600
 # offsets in arcsec (east, north): four well inside, one across the frame's east edge
 OFFSETS = [(0, 0), (8, -5), (-10, 6), (5, 9), (33, 0)]
 EDGE_ROW = 4
 
 
 def _frame(path, band, data):
-    from astropy.io import fits
+    from framekit import make_frame
 
-    h = fits.Header()
-    h.update(
-        {
-            "CTYPE1": "RA---TAN",
-            "CTYPE2": "DEC--TAN",
-            "CRPIX1": (NX + 1) / 2,
-            "CRPIX2": (NY + 1) / 2,
-            "CRVAL1": RA0,
-            "CRVAL2": DEC0,
-            "CD1_1": 0.0,
-            "CD1_2": SCALE,
-            "CD2_1": SCALE,
-            "CD2_2": 0.0,
-            "RADECSYS": "ICRS",
-            "EQUINOX": 2000.0,
-            "BUNIT": "nanomaggy",
-            "FILTER": band,
-            "RUN": 1000,
-            "CAMCOL": 3,
-            "FRAME": 42,
-            "RERUN": "301",
-            "NMGY": 0.005,
-        }
-    )
-    fits.HDUList(
-        [
-            fits.PrimaryHDU(data.astype(np.float32), header=h),
-            fits.ImageHDU(np.full(NX, 0.005, dtype=np.float32)),
-        ]
-    ).writeto(path)
+    make_frame(path, band, ra0=RA0, dec0=DEC0, nx=NX, ny=NY, data=data, compress=False)
 
 
 @pytest.fixture(scope="module")
