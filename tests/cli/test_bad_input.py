@@ -171,13 +171,14 @@ def test_wrong_image_shape_for_the_model(pz, tmp_path):
     manifest = {"format": bundle.FORMAT, "format_version": 1, "inputs": bundle.INPUTS}
     (model / bundle.MANIFEST).write_text(json.dumps(manifest))
     small = table(tmp_path / "small.parquet", image=(32, 32, 5))
+    loaded = "tensorflow" in sys.modules  # other test modules of the session import Keras
     failure(
         pz("pz-predict", "-m", model, small, "-o", tmp_path / "z.parquet"),
         "pz-predict",
         "column 'image' (--image-col) holds (32, 32, 5) cells",
         f"the model bundle {model} takes (64, 64, 5)",
     )
-    assert "tensorflow" not in sys.modules
+    assert loaded or "tensorflow" not in sys.modules  # refused from the header, no model load
 
 
 # --------------------------------------------------------------------------- (3) output names
