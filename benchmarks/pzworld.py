@@ -38,36 +38,8 @@ def pz(
     )
 
 
-class Server:
-    """`pz-mock serve DIR --port 0` in the background; its URLs read from its stdout."""
-
-    def __init__(self, folder: Path) -> None:
-        self.proc = subprocess.Popen(
-            [*cmd("mock"), "serve", str(folder), "--port", "0", "-q"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        urls = {}
-        while len(urls) < 2:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("pz-mock serve ended before it listened")
-            key, _, value = line.strip().partition(" ")
-            urls[key] = value
-        self.url, self.sas_url = urls["skyserver"], urls["sas"]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# `pz-mock serve DIR --port 0` in the background, as the demo runs it (a context manager)
+from photoz_tools.demo import Server  # noqa: E402
 
 
 def _step(name: str, out: Path, command: str, *args: str) -> None:

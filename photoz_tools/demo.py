@@ -83,6 +83,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def held_out(dataset: Path, out: Path) -> int:
     """Write the rows of split 'test' (fold 0, never trained on) for pz-predict."""
