@@ -71,7 +71,7 @@ def main_command(
         typer.Option(
             "-m",
             "--model",
-            help="Model bundle folder [default: $PZ_MODEL, else the registered default].",
+            help="Model bundle folder \\[default: $PZ_MODEL, else the registered default].",
             show_default=False,
         ),
     ] = None,
@@ -87,7 +87,7 @@ def main_command(
     keep: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated input columns to keep [default: all but the image].",
+            help="Comma-separated input columns to keep \\[default: all but the image].",
             show_default=False,
         ),
     ] = None,

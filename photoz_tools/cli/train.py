@@ -99,7 +99,7 @@ def main_command(
         str | None,
         typer.Option(
             help="Input scaling stored in the bundle: none (the paper's) or signed_sqrt "
-            "[default: the architecture's]",
+            "\\[default: the architecture's]",
             show_default=False,
         ),
     ] = None,
@@ -133,7 +133,7 @@ def main_command(
     ] = 0,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Epochs [default: 30].", show_default=False, callback=bounds(1)),
+        typer.Option(help="Epochs \\[default: 30].", show_default=False, callback=bounds(1)),
     ] = None,
     steps: Annotated[
         int | None,
@@ -149,7 +149,7 @@ def main_command(
     lr: Annotated[
         float | None,
         typer.Option(
-            help="Adam learning rate, divided by 5 halfway [default: the architecture's: "
+            help="Adam learning rate, divided by 5 halfway \\[default: the architecture's: "
             "paper 1e-4, small 3e-3, tiny 1e-4].",
             show_default=False,
             callback=bounds(0, low_open=True),
@@ -158,7 +158,7 @@ def main_command(
     warmup: Annotated[
         int | None,
         typer.Option(
-            help="Steps of linear learning-rate warm-up [default: the architecture's: small "
+            help="Steps of linear learning-rate warm-up \\[default: the architecture's: small "
             "50, else 0].",
             show_default=False,
             callback=bounds(0),
@@ -192,7 +192,7 @@ def main_command(
     xla: Annotated[
         bool | None,
         typer.Option(
-            help="XLA compilation [default: on GPUs and JAX, off on CPU].", show_default=False
+            help="XLA compilation \\[default: on GPUs and JAX, off on CPU].", show_default=False
         ),
     ] = None,
     checkpoint_minutes: Annotated[
@@ -212,7 +212,7 @@ def main_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Threads reading and augmenting batches [default: up to 4].",
+            help="Threads reading and augmenting batches \\[default: up to 4].",
             show_default=False,
             callback=bounds(1, 64),
         ),

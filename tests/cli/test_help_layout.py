@@ -209,3 +209,31 @@ def test_prose_joins_paragraphs_and_keeps_examples():
         "\b\nkept\nas is"
     )
     assert prose(prose(text)) == prose(text)
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    """(where, text) of every help string: commands' descriptions and every parameter's help."""
+    import importlib
+
+    out = []
+    for command in manpages.COMMANDS:
+        module = importlib.import_module(manpages.module_name(command))
+        click_obj = typer.main.get_command(module.app)
+        objs = [("", click_obj)] + sorted((getattr(click_obj, "commands", None) or {}).items())
+        for sub, obj in objs:
+            where = f"pz-{command.removeprefix('pz-')} {sub}".strip()
+            out.append((where, obj.help or ""))
+            out += [(f"{where} {p.name}", getattr(p, "help", None) or "") for p in obj.params]
+    return out
+
+
+@pytest.mark.parametrize("where,text", _help_texts(), ids=lambda v: str(v)[:40])
+def test_no_help_text_is_eaten_as_rich_markup(where: str, text: str) -> None:
+    """rich reads "[default: ...]" as a markup tag and drops it without a word, leaving
+    "halfway ." in the help; such brackets are written "\\[" (the help's only markup is bold)."""
+    from rich.text import Text
+
+    plain = Text.from_markup(re.sub(r"\[/?(bold|dim|italic)\]", "", text)).plain
+    assert plain == text.replace("\\[", "[").replace("[bold]", "").replace("[/bold]", ""), (
+        f"{where}: rich drops part of its help: {text!r}"
+    )
