@@ -133,6 +133,9 @@ class Job:
     same: Callable[[Path, object], str | None]
     extra_check: Callable[[Path], str | None] = lambda folder: None
     timeout: float = 900
+    # whether the output at this path is a finished one; pz-mock resumes in its folder and marks
+    # it finished by writing mock.json last, so its folder alone means "unfinished"
+    finished: Callable[[Path], bool] = Path.exists
 
 
 def _same_digest(out: Path, reference: object) -> str | None:
@@ -188,9 +191,9 @@ def trial(job: Job, folder: Path, env: dict[str, str], delay: float, reference: 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    state = "complete" if out.exists() else "absent"
+    state = "complete" if job.finished(out) else "absent"
     found = []
-    problem = (job.same(out, reference) if out.exists() else None) or job.extra_check(folder)
+    problem = (job.same(out, reference) if state == "complete" else None) or job.extra_check(folder)
     if problem:
         found.append(f"after the kill at {delay:.2f} s: {problem}")
     elif state == "complete":
@@ -296,6 +299,7 @@ def jobs(world: Path, urls: dict[str, str]) -> dict[str, Job]:
             ["-n", "12", "--per-field", "6", "--seed", "3", "--epochs", "1", "-q", "-o", "OUT"],
             "out",
             _same_digest,
+            finished=lambda out: (out / "mock.json").exists(),
         ),
         "train": Job(
             "train",

@@ -7,6 +7,13 @@ temporary folder (seed 12, --per-field 200, plain frames). (catalogue - true) ho
 measurement noise and what a Petrosian aperture misses of the total light (a few per cent for
 disks, ~10 % for de Vaucouleurs bulges, as on the sky: true_mag_* are total magnitudes); its
 robust spread is what to compare with the listed errors.
+
+Then the noise itself: the per-pixel sky sigma of the survey's frames against the real corrected
+frames of 2583-2-0136 (../shared/data/sdss-frames), and the r-band Petrosian error that the real
+frame's sky noise gives over each mock galaxy's own aperture (radius 2 petroRad_r; sky noise
+only, which dominates at these magnitudes) beside the mock's petroMagErr_r. If those agree, the
+mock's errors are what the real sky gives for apertures of the mock's sizes. (The MLZ file's
+listed errors are those of its model magnitudes, per the MLZ documentation, not Petrosian ones.)
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from photoz_tools.mock.photometry import read_mgs
 
 ROOT = Path(__file__).resolve().parents[1]
 MGS = ROOT.parent / "shared" / "data" / "mgs-photometry"
+REAL_FRAMES = ROOT.parent / "shared" / "data" / "sdss-frames" / "2583-2-0136"
+PIXEL = 0.396  # arcsec
 BINS = {
     "u": [16, 18, 19, 20, 21, 23],
     "g": [13, 16, 17, 18, 19],
@@ -33,6 +42,49 @@ BINS = {
 
 def rsd(x: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else float("nan")
+
+
+def pixel_sigma(image: np.ndarray) -> float:
+    """Robust per-pixel noise from neighbouring-pixel differences (blind to smooth light)."""
+    d = np.diff(image.astype(np.float64), axis=1).ravel() / np.sqrt(2.0)
+    return rsd(d)
+
+
+def noise_check(cat, frames: Path) -> None:
+    """Sky noise of the real frames against the mock's, and what it means for petroMagErr_r."""
+    import bz2
+    import io
+
+    from astropy.io import fits
+
+    if not REAL_FRAMES.is_dir():
+        print(f"(no real frames at {REAL_FRAMES}: noise check skipped)")
+        return
+    real, mock = {}, {}
+    for b in "ugriz":
+        raw = bz2.decompress((REAL_FRAMES / f"frame-{b}-002583-2-0136.fits.bz2").read_bytes())
+        with fits.open(io.BytesIO(raw)) as h:
+            real[b] = pixel_sigma(h[0].data)
+        files = sorted(frames.rglob(f"frame-{b}-*.fits*"))[:10]
+        mock[b] = float(np.median([pixel_sigma(fits.getdata(f)) for f in files]))
+    print("\nPer-pixel sky sigma (nanomaggies): real 2583-2-0136 / mock (median of 10 frames)")
+    print("| band | real | mock | mock / real |\n|---|---|---|---|")
+    for b in "ugriz":
+        print(f"| {b} | {real[b]:.4f} | {mock[b]:.4f} | {mock[b] / real[b]:.2f} |")
+    m = cat["dered_petro_r"].to_numpy()
+    flux = 10 ** (-0.4 * (m + cat["extinction_r"].to_numpy() - 22.5))
+    area = np.pi * (2 * cat["petroRad_r"].to_numpy() / PIXEL) ** 2
+    expect = 1.0857 * np.sqrt(area) * real["r"] / flux
+    print(
+        "\nr band: petroMagErr_r expected from the real frame's sky noise over each mock "
+        f"galaxy's aperture (median petroRad_r {np.median(cat['petroRad_r']):.2f} arcsec)"
+    )
+    print("| r bin | N | expected (real sky) | mock petroMagErr_r |\n|---|---|---|---|")
+    edges = BINS["r"][:-1]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        s = (m >= lo) & (m < hi)
+        e = cat["petroMagErr_r"].to_numpy()[s]
+        print(f"| {lo}-{hi} | {s.sum()} | {np.median(expect[s]):.4f} | {np.median(e):.4f} |")
 
 
 def main() -> None:
@@ -96,6 +148,7 @@ def main() -> None:
                 else "- | - | -"
             )
             print(f"| {b} | {lo}-{hi} | {s.sum()} | {mock_txt} | {rs.sum()} | {real_txt} |")
+    noise_check(cat, Path(cat_path).parent / "frames")
     if tmp is not None:
         tmp.cleanup()
 
