@@ -368,7 +368,7 @@ def roundtrip_campaign(ext: str, n: int, tmp: Path) -> Result:
 
 def frame_seeds() -> list[bytes]:
     """A small SDSS-like frame, plain and bz2, with float32 and float64 pixels."""
-    sys.path.insert(0, str(ROOT / "tests" / "hardening"))
+    sys.path[:0] = [str(ROOT / "tests" / "hardening"), str(ROOT / "tests")]  # helpers, framekit
     from helpers import write_frame
 
     out = []
