@@ -793,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         "frames,bundle,pdf,metrics,cli,cli:<command>",
     )
     ap.add_argument("--out", default="", help="write the results as JSON here")
+    ap.add_argument(
+        "--budget-minutes", type=float, default=float("inf"), help="per command-line campaign"
+    )
     args = ap.parse_args(argv)
     only = {s for s in args.only.split(",") if s} or None
 
@@ -811,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             save([*results, r])
             results.append(r)
 
-        cli_campaigns(args.cli_runs, cmds, report_and_save)
+        cli_campaigns(args.cli_runs, cmds, report_and_save, args.budget_minutes * 60)
     save(results)
     return 1 if any(r.failures for r in results) else 0
 

@@ -324,9 +324,13 @@ def _generic(text: str) -> str:
 
 
 def cli_campaigns(
-    runs: int, only: set[str] | None, report: Callable[[Result], None]
+    runs: int,
+    only: set[str] | None,
+    report: Callable[[Result], None],
+    budget: float = float("inf"),
 ) -> list[Result]:
-    """`runs` runs of each command (of `only`), each with one thing broken."""
+    """`runs` runs of each command (of `only`), each with one thing broken; a command's runs
+    stop early once they have taken `budget` seconds (the count run is what is reported)."""
     world = build(WORLD)
     results = []
     with Server(world / "mock") as server:
@@ -338,6 +342,8 @@ def cli_campaigns(
             rng = random.Random(f"{command}-13")
             t0 = time.monotonic()
             for k in range(runs):
+                if time.monotonic() - t0 > budget:
+                    break
                 one_run(res, command, plan, rng, k)
             res.seconds = time.monotonic() - t0
             report(res)
