@@ -152,11 +152,23 @@ def add_noise(
     As in SDSS, the detector reads whole counts (DN): the frame is (integer counts - sky) x
     calib, so its pixel values are discrete and compress like the real frames'.
     """
+    # in place on two float64 buffers (a frame is 3 Mpix): the same operations and dtypes, in
+    # the same order, as (sky + max(counts, 0)) / gain + dark and rint(sky + counts + noise)
     counts = image / calib[None, :]
-    var = (spec.sky_counts + np.maximum(counts, 0)) / spec.gain + spec.dark_variance
-    noise = rng.standard_normal(image.shape, dtype=np.float32) * np.sqrt(var).astype(np.float32)
-    raw = np.rint(spec.sky_counts + counts + noise)
-    return ((raw - spec.sky_counts) * calib[None, :]).astype(np.float32)
+    sd = np.maximum(counts, 0)
+    sd += spec.sky_counts
+    sd /= spec.gain
+    sd += spec.dark_variance
+    np.sqrt(sd, out=sd)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    noise *= sd.astype(np.float32)
+    del sd
+    counts += spec.sky_counts
+    counts += noise
+    np.rint(counts, out=counts)
+    counts -= spec.sky_counts
+    counts *= calib[None, :]
+    return counts.astype(np.float32)
 
 
 def truncate_mantissa(image: np.ndarray, bits: int = 9) -> np.ndarray:

@@ -73,28 +73,35 @@ def groups(xs: np.ndarray, ys: np.ndarray, reach: np.ndarray) -> list[np.ndarray
     return [np.array(g, np.int64) for g in out]
 
 
-def add_stamp(image: np.ndarray, stamp: np.ndarray, x0: int, y0: int) -> None:
-    """image[y0:, x0:] += stamp, clipped to the image (0-based corner, may be negative)."""
-    h, w = image.shape
-    sh, sw = stamp.shape
+def _box(shape: tuple[int, int], sshape: tuple[int, int], x0: int, y0: int):
+    """(image slices, stamp slices) of a stamp at 0-based corner (x0, y0) clipped to the
+    image, or None where it misses."""
+    h, w = shape
+    sh, sw = sshape
     ya, xa = max(y0, 0), max(x0, 0)
     yb, xb = min(y0 + sh, h), min(x0 + sw, w)
     if ya < yb and xa < xb:
-        image[ya:yb, xa:xb] += stamp[ya - y0 : yb - y0, xa - x0 : xb - x0]
+        return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+    return None
+
+
+def add_stamp(image: np.ndarray, stamp: np.ndarray, x0: int, y0: int) -> None:
+    """image[y0:, x0:] += stamp, clipped to the image (0-based corner, may be negative)."""
+    box = _box(image.shape, stamp.shape, x0, y0)
+    if box is not None:
+        image[box[0]] += stamp[box[1]]
 
 
 def _claim(
     labels: np.ndarray, best: np.ndarray, stamp, x0: int, y0: int, threshold: float, ident: int
 ) -> None:
     """Label the pixels where this object's model exceeds the threshold and the others'."""
-    h, w = labels.shape
-    sh, sw = stamp.shape
-    ya, xa = max(y0, 0), max(x0, 0)
-    yb, xb = min(y0 + sh, h), min(x0 + sw, w)
-    if ya < yb and xa < xb:
-        sub = stamp[ya - y0 : yb - y0, xa - x0 : xb - x0]
-        mine = (sub > threshold) & (sub > best[ya:yb, xa:xb])
-        labels[ya:yb, xa:xb][mine] = ident
+    box = _box(labels.shape, stamp.shape, x0, y0)
+    if box is not None:
+        big, small = box
+        sub = stamp[small]
+        mine = (sub > threshold) & (sub > best[big])
+        labels[big][mine] = ident
 
 
 def measure_catalogued(
@@ -133,12 +140,26 @@ def measure_catalogued(
     sky = np.array([sky_sigma(s) for s in specs])
     gain = np.array([s.gain / s.nmgy for s in specs])  # electrons per nanomaggy
     ident = labels.max() + 1 + np.arange(n)
-    for g in groups(xs, ys, reach):
+    # One float64 image (petrosian.measure's dtype) for all groups, instead of a copy of the
+    # frames and its float64 conversion per group (most of this function's time): a group's
+    # stamps are added to their boxes in the residual's dtype and order (the boxes hold exact
+    # float64 copies of such values, so the cast back is exact and the sums are the per-group
+    # copy's), and the boxes are restored from `residual` once the group is measured.
+    image = np.asarray(residual, dtype=float)
+    if image is residual:
         image = residual.copy()
-        lab = labels.copy()
+    lab = labels.copy()
+    for g in groups(xs, ys, reach):
+        boxes = []
         for j in g:
             for b in range(5):
-                add_stamp(image[b], *stamps[j][b])
+                stamp, x0, y0 = stamps[j][b]
+                box = _box(image.shape[1:], stamp.shape, x0, y0)
+                if box is not None:
+                    patch = image[b][box[0]].astype(residual.dtype)
+                    patch += stamp[box[1]]
+                    image[b][box[0]] = patch
+                    boxes.append((b, box[0]))
             _claim(lab, best, *stamps[j][2], threshold, ident[j])
         res = petrosian.measure(
             image,
@@ -150,6 +171,12 @@ def measure_catalogued(
             label_ids=ident[g],
             max_radius=float(np.clip(reach[g].max(), 20.0, 150.0)),
         )
+        for b, big in boxes:
+            image[b][big] = residual[b][big]
+        for j in g:
+            box = _box(lab.shape, stamps[j][2][0].shape, *stamps[j][2][1:])
+            if box is not None:
+                lab[box[0]] = labels[box[0]]
         out["flux"][g] = res["flux"]
         out["flux_err"][g] = res["flux_err"]
         out["petro_rad"][g] = res["petro_rad"] * fr.PIXEL_DEG * 3600.0

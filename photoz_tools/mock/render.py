@@ -340,10 +340,57 @@ def stamp_sizes(gal: Galaxies, band: int, fwhm: float) -> np.ndarray:
 
 def psf_object(fwhm: float):
     """An SDSS-like seeing profile: Kolmogorov, whose wings match the double-Gaussian-plus-
-    power-law PSF of SDSS better than a Gaussian, and that GalSim draws fast."""
+    power-law PSF of SDSS better than a Gaussian, and that GalSim draws fast. Its k-space
+    images are cached (`_kolmogorov_class`): a frame's galaxies reuse a few dozen FFT grids."""
+    return _kolmogorov_class()(fwhm=float(fwhm))
+
+
+_KCACHE_BYTES = 64 << 20  # at most this much cached k-space PSF images (least recently used out)
+
+
+@lru_cache(maxsize=1)
+def _kolmogorov_class():
+    """galsim.Kolmogorov whose k-space images are cached by everything that sets them.
+
+    Why: every galaxy is drawn by FFT with the frame's PSF, and GalSim evaluates the PSF on the
+    k grid of each draw (a third of the drawing time), though the grids of a frame repeat (they
+    follow the image size and the PSF's own maxk). The key holds all that SBKolmogorov.drawK
+    reads (lam/r0, flux, gsparams, the grid's bounds, scale and dtype, the Jacobian), and drawK
+    overwrites every pixel, so a cached copy is the very array GalSim would compute. Module-
+    level, so that GalSim's copies of the object (withGSParams) share it; withFlux returns a
+    plain Kolmogorov (stars are not cached).
+    """
+    from collections import OrderedDict
+
     import galsim
 
-    return galsim.Kolmogorov(fwhm=float(fwhm))
+    cache: OrderedDict = OrderedDict()
+    used = [0]
+
+    class CachedKolmogorov(galsim.Kolmogorov):
+        def _drawKImage(self, image, jac=None):
+            arr = image.array
+            key = (
+                self.lam_over_r0,
+                self.flux,
+                self.gsparams,
+                image.bounds,
+                image.scale,
+                arr.dtype.str,
+                None if jac is None else np.asarray(jac, float).tobytes(),
+            )
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                arr[...] = hit
+                return
+            super()._drawKImage(image, jac)
+            cache[key] = arr.copy()
+            used[0] += arr.nbytes
+            while used[0] > _KCACHE_BYTES and len(cache) > 1:
+                used[0] -= cache.popitem(last=False)[1].nbytes
+
+    return CachedKolmogorov
 
 
 def draw_object(image, obj, psf, x: float, y: float, wcs, size: int, seg=None):
@@ -360,13 +407,21 @@ def draw_object(image, obj, psf, x: float, y: float, wcs, size: int, seg=None):
     stamp = conv.drawImage(nx=size, ny=size, wcs=wcs, center=galsim.PositionD(x, y))
     overlap = stamp.bounds & image.bounds
     if overlap.isDefined():
-        image[overlap] += stamp[overlap]
+        b0, s0 = image.bounds, stamp.bounds
+        ys = slice(overlap.ymin - b0.ymin, overlap.ymax - b0.ymin + 1)
+        xs = slice(overlap.xmin - b0.xmin, overlap.xmax - b0.xmin + 1)
+        v = stamp.array[
+            overlap.ymin - s0.ymin : overlap.ymax - s0.ymin + 1,
+            overlap.xmin - s0.xmin : overlap.xmax - s0.xmin + 1,
+        ]
+        # numpy's += on the arrays is what GalSim's image[overlap] += does (same dtype), less
+        # its sub-image objects and its copy of the sum back onto itself
+        if image.array.dtype == v.dtype:
+            image.array[ys, xs] += v
+        else:
+            image[overlap] += stamp[overlap]
         if seg is not None:
             labels, best, ident, threshold = seg
-            b0 = image.bounds
-            ys = slice(overlap.ymin - b0.ymin, overlap.ymax - b0.ymin + 1)
-            xs = slice(overlap.xmin - b0.xmin, overlap.xmax - b0.xmin + 1)
-            v = stamp[overlap].array
             mine = (v > threshold) & (v > best[ys, xs])
             labels[ys, xs][mine] = ident
             best[ys, xs][mine] = v[mine]

@@ -181,3 +181,24 @@ def test_photometry_from_a_pz_query_table(tmp_path: Path):
     p = read_photometry(tmp_path / "q.parquet")
     assert list(p.source_row) == [0, 2]  # z = 0.5 is outside the MGS range
     assert np.allclose(p.mag[:, 2], [18.0, 17.7]) and np.all(p.err > 0)  # errors drawn
+
+
+def test_cached_psf_draws_exactly_what_galsim_draws():
+    """psf_object caches the PSF's k-space images by overriding a GalSim internal; this holds it
+    to a plain galsim.Kolmogorov bit for bit (repeats hit the cache), so a GalSim release that
+    changes that internal fails here rather than altering the frames."""
+    import galsim
+
+    wcs = galsim.PixelScale(0.396)
+    for fwhm in (1.1, 1.4, 1.1):
+        for r50, q, size, x in ((1.5, 0.6, 41, 20.3), (3.0, 0.9, 65, 32.7), (1.5, 0.6, 41, 20.3)):
+            gal = galsim.Sersic(n=4, half_light_radius=r50, flux=1e3).shear(
+                q=q, beta=0.3 * galsim.radians
+            )
+            ours, plain = (
+                galsim.Convolve(gal, psf)
+                .drawImage(nx=size, ny=size, wcs=wcs, center=galsim.PositionD(x, x))
+                .array
+                for psf in (render.psf_object(fwhm), galsim.Kolmogorov(fwhm=fwhm))
+            )
+            np.testing.assert_array_equal(ours, plain)
