@@ -868,7 +868,7 @@ def _write(
     try:
         source = iter(stream)
         first = next(source, None)  # the first batch fixes the schema
-        if first is None:  # never for a table source: it yields one batch at least
+        if first is None:  # never: table and .npz sources yield one batch at least
             raise PzError(f"{src_name}: no rows to pack")
         source = itertools.chain([first], source)
         writer = tables.TableWriter(

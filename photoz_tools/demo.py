@@ -124,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         help="galaxies per field (denser sky: fewer frames to render and fetch)",
     )
     ap.add_argument("--seed", type=int, default=1)
+    # hidden knobs for the end-to-end test (tests/options/test_demo.py), which runs the demo on a
+    # survey big enough to check the scores; their defaults are what `make demo` always ran
+    hidden = argparse.SUPPRESS
+    ap.add_argument("--photometry", default=None, help=hidden)  # pz-mock --photometry
+    ap.add_argument("--neighbours", type=float, default=None, help=hidden)  # None: pz-mock's
+    ap.add_argument("--stars", type=float, default=None, help=hidden)  # None: pz-mock's
+    ap.add_argument("--deep-fraction", type=float, default=0.1, help=hidden)
+    ap.add_argument("--batch-size", type=int, default=64, help=hidden)
+    ap.add_argument("--train-seed", type=int, default=None, help=hidden)  # None: --seed
     ap.add_argument("--fresh", action="store_true", help="remove OUT first (else resume)")
     args = ap.parse_args(argv)
 
@@ -136,14 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     check_commands()
     timings: dict[str, float] = {}
     mock_dir = out / "mock"
+    extra = [] if args.photometry is None else ["--photometry", str(args.photometry)]
+    if args.neighbours is not None:
+        extra += ["--neighbours", str(args.neighbours)]
+    if args.stars is not None:
+        extra += ["--stars", str(args.stars)]
     run(
         "mock",
         "-n",
         str(args.galaxies),
+        *extra,
         "--seed",
         str(args.seed),
         "--deep-fraction",
-        "0.1",
+        str(args.deep_fraction),
         "--epochs",
         "3",
         "--per-field",
@@ -210,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs",
         str(args.epochs),
         "--batch-size",
-        "64",
+        str(args.batch_size),
         "--lr",
         str(args.lr),
         "--seed",
-        str(args.seed),
+        str(args.seed if args.train_seed is None else args.train_seed),
         "--force",  # a rerun of the demo retrains (the survey and cutouts are resumed)
         timings=timings,
     )

@@ -271,7 +271,7 @@ class NpzSource:
         members = sorted({m for _, m, _ in wanted})
         streams = {m: self._open(m) for m in members}
         try:
-            for _ in range(0, self.rows, batch_rows):
+            for _ in _batch_starts(self.rows, batch_rows):
                 chunks = {m: s.read(batch_rows) for m, s in streams.items()}
                 yield {n: _column(chunks[m], f) for n, m, f in wanted}
         finally:
@@ -284,7 +284,7 @@ class NpzSource:
         cube = self._open(self.cube)
         streams = {m: self._open(m) for m in members}
         try:
-            for _ in range(0, self.rows, batch_rows):
+            for _ in _batch_starts(self.rows, batch_rows):
                 img = cube.read(batch_rows)
                 if self.channels_first:
                     img = np.ascontiguousarray(img.transpose(0, 2, 3, 1))
@@ -299,6 +299,13 @@ class NpzSource:
 
     def close(self) -> None:
         self._zf.close()
+
+
+def _batch_starts(rows: int, batch_rows: int) -> range:
+    """Row offsets of the batches; a zero-row member still gives one (empty) batch, so the
+    reader sees every column with its dtype and shape and writes a zero-row table with the
+    full schema (as a table source does), not "no rows to pack"."""
+    return range(0, max(rows, 1), batch_rows)
 
 
 def _column(chunk: np.ndarray, fieldname: str | None) -> np.ndarray:

@@ -125,6 +125,47 @@ def test_pack_without_a_catalogue_keeps_its_columns(pz, tmp_path):
     assert t.column_names == ["objID", "z", "ebv", "fold", "split", "pack_flags", "image"]
 
 
+def _npz(path, n: int, layout: str) -> str:
+    """The authors' sdss.npz (cube + a labels record array) or their example file (data as
+    (N, 5, 64, 64) + plain z and ebv of shape (N, 1)), with n rows."""
+    if layout == "sdss":
+        labels = np.zeros(
+            n, [("specObjID", "<i8"), ("z", "<f8"), ("EBV", "<f4"), ("mags", "<f4", 5)]
+        )
+        labels["specObjID"] = np.arange(n) + 7
+        labels["z"] = 0.1
+        np.savez(path, cube=np.full((n, *IMAGE), 0.01, np.float32), labels=labels)
+    else:
+        data = np.full((n, IMAGE[2], *IMAGE[:2]), 0.01, np.float32)
+        np.savez(path, data=data, z=np.full((n, 1), 0.1), ebv=np.full((n, 1), 0.02))
+    return str(path)
+
+
+@pytest.mark.parametrize("layout", ["sdss", "example"])
+@pytest.mark.parametrize("out", ["ds.parquet", "ds.fits"])
+def test_pack_an_npz(pz, tmp_path, layout, out):
+    """The npz reader yields one empty batch for a zero-row file, so the schema is the one two
+    rows of the same layout give (it once failed with 'no rows to pack')."""
+    code, _, err = pz(
+        "pz-pack", _npz(tmp_path / "two.npz", 2, layout), "-o", tmp_path / "two.parquet"
+    )
+    assert code == 0, err
+    code, _, err = pz("pz-pack", _npz(tmp_path / "zero.npz", 0, layout), "-o", tmp_path / out)
+    assert code == 0, err
+    assert "wrote 0 rows" in err
+    t = tables.read_table(str(tmp_path / out))
+    two = tables.read_table(str(tmp_path / "two.parquet"))
+    assert t.num_rows == 0 and two.num_rows == 2
+    assert t.column_names == two.column_names
+    assert t.column_names[-4:] == ["fold", "split", "pack_flags", "image"]
+    assert t.column_names[0] == ("specObjID" if layout == "sdss" else "id")
+    for f in t.schema:  # FITS names a list's child 'item', Parquet 'element': compare the rest
+        g = two.schema.field(f.name).type
+        assert str(f.type).replace("item", "element") == str(g).replace("item", "element")
+    assert t.schema.field("image").type.shape == list(IMAGE)
+    assert json.loads(t.schema.metadata[b"pz_pack"])["folds"] == 5
+
+
 def test_pack_with_every_row_dropped_is_still_a_failure(pz, tmp_path):
     cut = cutouts(tmp_path / "cut.parquet", n=2, ids=[90, 91])  # no catalogue row for either
     cat = catalogue(tmp_path / "cat.parquet", n=3)
