@@ -78,7 +78,13 @@ class _FitsReader(TableReader):
                     f"the file has {size}"
                 )
             self.num_rows = int(self._hdu.get_nrows())
-            header = self._hdu.read_header()
+            try:
+                header = self._hdu.read_header()
+            except (UnicodeDecodeError, ValueError, OSError) as exc:  # fitsio parses the cards
+                raise TableError(
+                    f"{name}: unreadable header of the table HDU ({_first_line(exc)}); "
+                    "a card holds bytes that are not FITS text"
+                ) from None
             self._file_schema, self._tnull = _fits_schema(self._hdu, header, name)
             self.metadata = _fits_metadata(header)
             self._select(columns)

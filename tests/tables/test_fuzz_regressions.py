@@ -125,6 +125,22 @@ def test_fits_non_integer_tnull_is_one_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize("byte", [0xA0, 0xFF])
+def test_fits_header_card_with_a_non_text_byte_is_one_line(tmp_path, byte):
+    """fuzz.py reader .fits, `seed 2 (empty.fits) set a=0.710133 b=0.9351 byte=160`: a byte
+    that is not text where a TTYPE value starts made fitsio's header parse raise
+    UnicodeDecodeError, an internal error."""
+    path = tmp_path / "x.fits"
+    T.write_table(pa.table({"name": pa.array([1.0, 2.0])}), path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"TTYPE1  = '", 2880) + len(b"TTYPE1  = ")
+    data[at] = byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(T.TableError) as err:
+        T.read_table(path)
+    assert _one_line(err.value).startswith(f"{path}: unreadable header of the table HDU (")
+
+
 def test_fits_tnull_outside_the_column_range_maps_nothing(tmp_path):
     from astropy.io import fits
 
