@@ -207,7 +207,9 @@ def trial(job: Job, folder: Path, env: dict[str, str], delay: float, reference: 
     return "; ".join(f for f in found if f) or state
 
 
-def campaign(job: Job, trials: int, budget: float, env: dict[str, str]) -> KillResult:
+def campaign(
+    job: Job, trials: int, budget: float, env: dict[str, str], seed: int = 0
+) -> KillResult:
     """A reference run, then up to `trials` kill trials within `budget` seconds."""
     res = KillResult(job.command + ("" if job.output_name.startswith("out") else ""))
     base = Path(tempfile.mkdtemp(prefix=f"kill-{job.command}-"))
@@ -221,7 +223,8 @@ def campaign(job: Job, trials: int, budget: float, env: dict[str, str]) -> KillR
             res.failures.append(f"reference run failed: {r.stderr.decode()[-300:]}")
             return res
         reference = digest(ref_dir / job.output_name)
-        rng = random.Random(f"kill-{job.command}")
+        # seed 0 draws the kill points of the recorded runs; another seed adds new ones
+        rng = random.Random(f"kill-{job.command}" + (f"-{seed}" if seed else ""))
         start = time.monotonic()
         while res.trials < trials and time.monotonic() - start < budget:
             folder = base / f"t{res.trials}"
@@ -346,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-minutes", type=float, default=60, help="per command, at most")
     ap.add_argument("--only", default="", help="comma list of commands")
     ap.add_argument("--out", default="", help="write the results as JSON here")
+    ap.add_argument("--seed", type=int, default=0, help="another seed draws other kill points")
     args = ap.parse_args(argv)
     world = build(WORLD)
     only = {s for s in args.only.split(",") if s}
@@ -356,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             if only and name not in only:
                 continue
             n = args.train_trials if name == "train" else args.trials
-            res = campaign(job, n, args.budget_minutes * 60, env)
+            res = campaign(job, n, args.budget_minutes * 60, env, args.seed)
             results.append(res)
             print(
                 f"kill pz-{name:8s} trials {res.trials:4d} absent {res.absent:4d} complete "
