@@ -154,11 +154,16 @@ def plans(world: Path, urls: dict[str, str]) -> dict[str, Callable]:
     """command -> f(rng, tmp) -> (argv after the command, output path, input rows or None)."""
     w = world
 
-    def tabled(src: Path, rows_kept: bool, make: Callable[[Path, Path], list[str]], opts):
+    def tabled(
+        src: Path, rows_kept: bool, make: Callable[[Path, Path], list[str]], opts, folder=False
+    ):
+        """`folder`: the command writes a folder (pz-train's bundle), judged at that path."""
+
         def plan(rng: random.Random, tmp: Path):
             how = rng.choice(TABLE_BREAKS)
             inp = break_table(src, how, rng, tmp / "in.parquet")
             out = tmp / "o" / rng.choice(["out.parquet", "out.fits", "out.csv", "sub/out.parquet"])
+            out = out.with_suffix("") if folder else out
             argv = make(inp, out)
             if rng.random() < 0.3:
                 argv += _opt(rng, opts)
@@ -253,7 +258,7 @@ def plans(world: Path, urls: dict[str, str]) -> dict[str, Callable]:
             lambda i, o: [
                 str(i),
                 "-o",
-                str(o.with_suffix("")),
+                str(o),
                 "--arch",
                 "tiny",
                 "--epochs",
@@ -263,6 +268,7 @@ def plans(world: Path, urls: dict[str, str]) -> dict[str, Callable]:
                 "-q",
             ],
             ["--epochs", "--lr", "--batch-size", "--fold", "--steps"],
+            folder=True,
         ),
         "cutout": tabled(
             w / "mgs.parquet",
@@ -302,6 +308,13 @@ def classify(
                 return f"exit 0, unreadable output ({type(exc).__name__})"
             if rows is not None and t.num_rows != rows:
                 return f"exit 0, {t.num_rows} rows for {rows}"
+        if out.is_dir() and (out / "manifest.json").exists():  # pz-train's bundle
+            from photoz_tools.model.bundle import BundleError, verify
+
+            try:
+                verify(out)
+            except BundleError as exc:
+                return f"exit 0, incomplete bundle ({str(exc)[:60]})"
         return None
     if r.returncode not in (1, 2):
         return f"exit status {r.returncode}"

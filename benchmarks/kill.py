@@ -182,8 +182,11 @@ def start_job(job: Job, folder: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def trial(job: Job, folder: Path, env: dict[str, str], delay: float, reference: object) -> str:
-    """Kill after `delay` s, check, rerun, compare: "absent"/"complete" or a failure text."""
+def trial(
+    job: Job, folder: Path, env: dict[str, str], delay: float, reference: object
+) -> tuple[str, float]:
+    """Kill after `delay` s, check, rerun, compare: ("absent"/"complete" or a failure text, the
+    rerun's seconds or 0 where there was none)."""
     out = folder / job.output_name
     proc = start_job(job, folder, env)
     try:
@@ -197,14 +200,16 @@ def trial(job: Job, folder: Path, env: dict[str, str], delay: float, reference: 
     if problem:
         found.append(f"after the kill at {delay:.2f} s: {problem}")
     elif state == "complete":
-        return state  # nothing to redo (pz-train would refuse to overwrite it without --force)
+        return state, 0.0  # nothing to redo (pz-train would refuse to overwrite it without --force)
+    t0 = time.monotonic()
     r = run_job(job, folder, env)  # rerun even after a finding: does the rerun repair it?
+    rerun_seconds = time.monotonic() - t0
     if r.returncode:
         found.append(f"the rerun failed: {r.stderr.decode()[-300:]}")
     else:
         problem = job.same(out, reference) or job.extra_check(folder)
         found.append(f"the rerun: {problem}" if problem else "the rerun matched" if found else "")
-    return "; ".join(f for f in found if f) or state
+    return "; ".join(f for f in found if f) or state, rerun_seconds
 
 
 def campaign(
@@ -226,11 +231,17 @@ def campaign(
         # seed 0 draws the kill points of the recorded runs; another seed adds new ones
         rng = random.Random(f"kill-{job.command}" + (f"-{seed}" if seed else ""))
         start = time.monotonic()
+        reruns: list[float] = []
         while res.trials < trials and time.monotonic() - start < budget:
             folder = base / f"t{res.trials}"
             folder.mkdir()
-            delay = rng.uniform(0.0, res.reference_seconds * 1.1)
-            outcome = trial(job, folder, env, delay, reference)
+            # kill points span the run as it is now: a reference run on a quieter machine (or a
+            # warm cache) is shorter than the trials' runs, and its span would miss their ends
+            span = max([res.reference_seconds, *reruns[-5:]])
+            delay = rng.uniform(0.0, span * 1.1)
+            outcome, rerun_seconds = trial(job, folder, env, delay, reference)
+            if rerun_seconds:
+                reruns.append(rerun_seconds)
             res.trials += 1
             if outcome == "absent":
                 res.absent += 1
