@@ -796,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget-minutes", type=float, default=float("inf"), help="per command-line campaign"
     )
+    ap.add_argument("--seed", type=int, default=0, help="command-line runs: other plans")
     args = ap.parse_args(argv)
     only = {s for s in args.only.split(",") if s} or None
 
@@ -814,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
             save([*results, r])
             results.append(r)
 
-        cli_campaigns(args.cli_runs, cmds, report_and_save, args.budget_minutes * 60)
+        cli_campaigns(args.cli_runs, cmds, report_and_save, args.budget_minutes * 60, args.seed)
     save(results)
     return 1 if any(r.failures for r in results) else 0
 

@@ -341,6 +341,7 @@ def cli_campaigns(
     only: set[str] | None,
     report: Callable[[Result], None],
     budget: float = float("inf"),
+    seed: int = 0,
 ) -> list[Result]:
     """`runs` runs of each command (of `only`), each with one thing broken; a command's runs
     stop early once they have taken `budget` seconds (the count run is what is reported)."""
@@ -352,7 +353,8 @@ def cli_campaigns(
             if only and command not in only:
                 continue
             res = Result(f"cli pz-{command}")
-            rng = random.Random(f"{command}-13")
+            # seed 0 draws the recorded runs' plans; another seed draws new ones
+            rng = random.Random(f"{command}-13" + (f"-{seed}" if seed else ""))
             t0 = time.monotonic()
             for k in range(runs):
                 if time.monotonic() - t0 > budget:
