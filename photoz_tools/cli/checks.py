@@ -195,6 +195,19 @@ def image_table_output(
     return fmt
 
 
+def fits_output_names(names: Sequence[str], path: str | None, format: str | None) -> None:
+    """Refuse, before any work, input columns that a FITS output would have to carry and cannot
+    hold exactly (names equal but for case, non-ASCII...): the writer refuses them too, but only
+    at the end, after the work, and a resumable command would leave its partial state behind."""
+    named = path is not None and path not in STDIO
+    fits_name = named and str(path).lower().endswith((".fits", ".fit", ".fits.gz", ".fits.bz2"))
+    if not fits_name and (format or "").lower() not in ("fits", "fit"):
+        return
+    from photoz_tools.tables.fits import check_fits_names
+
+    check_fits_names(names, str(path) if named else "stdout")
+
+
 def output_folder(path: str | None, option: str = "-o", what: str = "folder") -> None:
     """Refuse a folder output that names an existing file, or whose parent folder is missing."""
     if path is None or path in STDIO:

@@ -239,6 +239,8 @@ def _check_single(
     schema = checks.peek_schema(catalog)
     checks.numeric_column(schema, ra, "--ra", catalog, "degrees")
     checks.numeric_column(schema, dec, "--dec", catalog, "degrees")
+    if schema is not None:  # the catalogue's columns are carried into the cutouts table
+        checks.fits_output_names(schema.names, output, format)
 
 
 def _cutout_folder(

@@ -87,6 +87,8 @@ def _check_before_work(input: str, output: str, format: str | None) -> None:
     checks.image_table_output(output, format)
     schema = checks.peek_schema(input)
     checks.image_column(schema, "image", (64, 64, 5), "", input, "pz-pack")
+    if schema is not None:  # the cutouts' columns are carried into the dataset
+        checks.fits_output_names(schema.names, output, format)
 
 
 @app.command(help=HELP, epilog=EXAMPLES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -348,6 +349,11 @@ def _fits_dtype(
 # a TTYPEn value: at most 68 characters in its card, a quote counting twice
 _TTYPE_MAX = 68
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+
+
+def check_fits_names(names: Sequence[str], where: str) -> None:
+    """TableError, naming `where` and the column, for a name FITS cannot hold exactly."""
+    _check_fits_names(pa.schema([(n, pa.null()) for n in names]), where)
 
 
 def _check_fits_names(schema: pa.Schema, name: str) -> None:

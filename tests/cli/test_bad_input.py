@@ -152,6 +152,29 @@ def test_string_position_column_is_named(pz, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.parquet"]
 
 
+@pytest.mark.parametrize("command", ["pz-cutout", "pz-pack"])
+def test_input_columns_a_fits_output_cannot_hold_are_refused_before_any_work(pz, tmp_path, command):
+    """The carried input columns 'zErr' and 'ZERR' differ only in case, which FITS cannot hold:
+    refused before the work, not by the writer at the end (pz-cutout used to leave its
+    out.fits.partial/ resume folder behind; found by benchmarks/fuzz_cli.py)."""
+    rng = np.random.default_rng(0)
+    image = None if command == "pz-cutout" else (64, 64, 5)
+    extra = {"ra": [150.0] * 4, "dec": [2.0] * 4} if command == "pz-cutout" else {}
+    src = table(
+        tmp_path / "in.parquet", image=image, zErr=rng.random(4), ZERR=rng.random(4), **extra
+    )
+    (tmp_path / "o").mkdir()
+    out = tmp_path / "o" / "out.fits"
+    args = ["--frames", tmp_path] if command == "pz-cutout" else []
+    failure(
+        pz(command, src, *args, "-o", out),
+        command,
+        "column 'ZERR' has the same name as column 'zErr' but for case",
+        "write Parquet instead",
+    )
+    assert list((tmp_path / "o").iterdir()) == []
+
+
 def test_wrong_image_shape_names_column_and_shapes(pz, tmp_path):
     small = table(tmp_path / "small.parquet", image=(32, 32, 5))
     failure(
