@@ -199,13 +199,14 @@ def fits_output_names(names: Sequence[str], path: str | None, format: str | None
     """Refuse, before any work, input columns that a FITS output would have to carry and cannot
     hold exactly (names equal but for case, non-ASCII...): the writer refuses them too, but only
     at the end, after the work, and a resumable command would leave its partial state behind."""
-    named = path is not None and path not in STDIO
-    fits_name = named and str(path).lower().endswith((".fits", ".fit", ".fits.gz", ".fits.bz2"))
-    if not fits_name and (format or "").lower() not in ("fits", "fit"):
-        return
+    from photoz_tools.tables import detect_format
     from photoz_tools.tables.fits import check_fits_names
 
-    check_fits_names(names, str(path) if named else "stdout")
+    named = path is not None and path not in STDIO
+    # the writer's rule: a file's extension decides, --format only for stdout
+    fmt = (detect_format(path) if named else None) or stdout_format(format)
+    if fmt == "fits":
+        check_fits_names(names, str(path) if named else "stdout")
 
 
 def output_folder(path: str | None, option: str = "-o", what: str = "folder") -> None:
